@@ -1,0 +1,218 @@
+"""The `batchyard` command: everything a user does from a terminal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from batchyard.errors import BatchyardError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Reliable bulk record imports as Prefect flows.")
+
+EXIT_ERROR = 1
+EXIT_NOT_COMPLETED = 3
+
+
+def _prefect_environment() -> None:
+    """No network here and none needed: telemetry off, quiet ephemeral server."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs task and flow exceptions with their traceback; a BatchyardError already
+    says everything in one line, so its traceback is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], BatchyardError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            handler.addFilter(_NoTracebackForUserErrors())
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run_flow(flow, **parameters):
+    """Run a flow in this process and return its final state."""
+    _prefect_environment()
+    _quiet_user_errors()
+    from batchyard.prefect_runtime import run_flow_cleanly
+
+    return run_flow_cleanly(flow, parameters)
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+        return
+    typer.echo(f"batch {summary['batch_id']}: {summary['status']}")
+    typer.echo(
+        f"  total {summary['total']:,}  success {summary['success']:,}  "
+        f"failed {summary['failed']:,}  ignored {summary['ignored']:,}  "
+        f"({summary['progress_percent']}%)"
+    )
+    if summary.get("duration_seconds") is not None:
+        typer.echo(f"  duration {summary['duration_seconds']:.2f} s")
+    if summary.get("rejects_file"):
+        typer.echo(f"  rejected records: {summary['rejects_file']}")
+    if summary.get("error"):
+        typer.echo(f"  error: {summary['error']}")
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="CSV, JSON Lines, Parquet or .xlsx file.")],
+    schema: Annotated[str, typer.Option(help="users, orders, or module:Class.")] = "users",
+    db: Annotated[str, typer.Option(help="Target database URL.")] = "sqlite:///batchyard.db",
+    table: Annotated[str | None, typer.Option(help="Target table; default from the schema.")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Records per chunk.")] = 50_000,
+    max_parallel: Annotated[int, typer.Option(min=1, help="Chunks in flight at once.")] = 10,
+    batch_id: Annotated[str | None, typer.Option(help="Resume or name this batch.")] = None,
+    fresh: Annotated[bool, typer.Option(help="Run a completed batch again.")] = False,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl, parquet, xlsx.")] = None,
+    delimiter: Annotated[str, typer.Option(help="CSV delimiter.")] = ",",
+    encoding: Annotated[str, typer.Option(help="Text encoding.")] = "utf-8",
+    sheet: Annotated[str | None, typer.Option(help="Excel sheet name.")] = None,
+    rejects: Annotated[Path | None, typer.Option(help="Where to write rejected records.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Import a file into a database table as a batch (the batch-import flow)."""
+    from batchyard.pipeline import preflight
+
+    try:
+        job, options = preflight(str(source), schema, db, table, batch_id, fmt, delimiter,
+                                 encoding, sheet)
+    except BatchyardError as exc:
+        fail(str(exc))
+    from flows.batch_import import batch_import
+
+    state = run_flow(
+        batch_import, source=job.source, schema_name=schema, db=db, table=job.table,
+        chunk_size=chunk_size, max_parallel=max_parallel, batch_id=job.batch_id, fresh=fresh,
+        options=options, rejects_file=str(rejects) if rejects else None,
+    )
+    summary = _finished(state, job)
+    _print_summary(summary, as_json)
+    if summary["status"] != "completed":
+        raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
+def _finished(state, job) -> dict:
+    """The flow's summary, or the batch as the ledger has it when the flow failed."""
+    if state.is_completed():
+        return state.result()
+    from batchyard.pipeline import batch_summary
+
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception as exc:  # the state may hold no result at all
+        error = exc
+    message = str(error) if isinstance(error, BaseException) else (state.message or state.name)
+    summary = batch_summary(job.db, job.batch_id)
+    if summary is None or summary["status"] in ("pending", "running"):
+        fail(message)
+    if isinstance(error, BatchyardError):
+        fail(message)
+    return summary
+
+
+@app.command()
+def status(
+    batch_id: Annotated[str, typer.Argument(help="The batch id printed by import.")],
+    db: Annotated[str, typer.Option(help="Database URL holding the ledger.")] = "sqlite:///batchyard.db",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show a batch's status, counts and progress."""
+    from batchyard.pipeline import batch_summary
+
+    try:
+        summary = batch_summary(db, batch_id)
+    except BatchyardError as exc:
+        fail(str(exc))
+    if summary is None:
+        fail(f"no batch {batch_id!r} in {_safe(db)}")
+    _print_summary(summary, as_json)
+
+
+def _safe(db: str) -> str:
+    from batchyard.db import safe_url
+
+    return safe_url(db)
+
+
+@app.command()
+def generate(
+    path: Annotated[Path, typer.Argument(help="Output file (.csv or .parquet).")],
+    rows: Annotated[int, typer.Option(min=1, help="Number of records.")] = 100_000,
+    clean: Annotated[bool, typer.Option(help="No deliberately bad rows.")] = False,
+) -> None:
+    """Write a deterministic sample users file."""
+    from batchyard.demo import expected_counts, write_users
+
+    write_users(path, rows, bad=not clean)
+    counts = expected_counts(rows) if not clean else {"total": rows, "success": rows}
+    typer.echo(f"wrote {rows:,} users to {path} (expected: {counts})")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option(help="Where to put the demo files.")] = Path("demo"),
+    rows: Annotated[int, typer.Option(min=1)] = 100_000,
+) -> None:
+    """Make a sample users file with some bad rows and import it into SQLite."""
+    from batchyard.demo import write_users
+
+    source = write_users(directory / "users.csv", rows)
+    db_path = directory / "batchyard.db"
+    db = f"sqlite:///{db_path}"
+    typer.echo(f"sample file: {source} ({rows:,} users, some deliberately bad)")
+    from batchyard.pipeline import preflight
+    from flows.batch_import import batch_import
+
+    job, options = preflight(str(source), "users", db, None, None, None, ",", "utf-8", None)
+    state = run_flow(batch_import, source=str(source), schema_name="users", db=db,
+                     batch_id=job.batch_id, options=options)
+    summary = _finished(state, job)
+    _print_summary(summary, False)
+    typer.echo("")
+    typer.echo("where to look next:")
+    typer.echo(f"  the data:     sqlite3 {db_path} 'select count(*) from users'")
+    typer.echo(f"  the ledger:   batchyard status {summary['batch_id']} --db {db}")
+    if summary.get("rejects_file"):
+        typer.echo(f"  the rejects:  {summary['rejects_file']}")
+    typer.echo("  the UI:       prefect server start  (then import with PREFECT_API_URL="
+               "http://127.0.0.1:4200/api to watch runs at http://127.0.0.1:4200)")
+    if summary["status"] != "completed":
+        raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
+def main() -> None:
+    try:
+        app()
+    except BatchyardError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Error codes shared by the CLI, the ledger and the flows.
+
+Every fatal problem is a `BatchyardError` whose message is one line that says what is wrong and
+where, so the CLI can print it as it is, with no traceback.
+"""
+
+from __future__ import annotations
+
+VALIDATION_ERROR = "VALIDATION_ERROR"
+PROCESSING_ERROR = "PROCESSING_ERROR"
+TIMEOUT_ERROR = "TIMEOUT_ERROR"
+CONFIGURATION_ERROR = "CONFIGURATION_ERROR"
+
+
+class BatchyardError(Exception):
+    """A fatal, user-facing error: never retried, printed as one line."""
+
+    code = PROCESSING_ERROR
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class ConfigurationError(BatchyardError):
+    """Wrong options, unknown schema, unreachable database: retrying cannot help."""
+
+    code = CONFIGURATION_ERROR
+
+
+class SourceError(BatchyardError):
+    """The input file cannot be read as declared: refused before anything is written."""
+
+    code = VALIDATION_ERROR
+
+
+class BatchStateError(BatchyardError):
+    """The batch is in a state that forbids the requested action (already running, completed)."""
+
+    code = CONFIGURATION_ERROR
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Transient I/O problems are retried; anything batchyard itself raised is not."""
+    return not isinstance(exc, BatchyardError | ValueError | TypeError | KeyError)

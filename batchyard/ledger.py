@@ -1,0 +1,265 @@
+"""The batch ledger, kept in the target database beside the data (the reference's batch and
+detail tables): one row per batch, one per chunk, one per failed or ignored record.
+
+A chunk's rows and its ledger entries commit in one transaction, so the ledger never disagrees
+with the data, and the chunk row doubles as the resume point: a committed chunk is never loaded
+again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from batchyard.errors import BatchStateError
+
+metadata = sa.MetaData()
+
+batches = sa.Table(
+    "batchyard_batches",
+    metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("schema_name", sa.Text, nullable=False),
+    sa.Column("target_table", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False, default=0),
+    sa.Column("success", sa.BigInteger, nullable=False, default=0),
+    sa.Column("failed", sa.BigInteger, nullable=False, default=0),
+    sa.Column("ignored", sa.BigInteger, nullable=False, default=0),
+    sa.Column("chunk_size", sa.Integer),
+    sa.Column("chunks", sa.Integer),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("flow_run_id", sa.String(64)),
+    sa.Column("rejects_file", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("error_code", sa.String(32)),
+)
+
+chunks = sa.Table(
+    "batchyard_chunks",
+    metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("chunk_index", sa.Integer, primary_key=True),
+    sa.Column("first_row", sa.BigInteger, nullable=False),
+    sa.Column("n_rows", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("success", sa.Integer, nullable=False, default=0),
+    sa.Column("failed", sa.Integer, nullable=False, default=0),
+    sa.Column("ignored", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("committed_at", sa.DateTime(timezone=True)),
+)
+
+records = sa.Table(
+    "batchyard_records",
+    metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("row_number", sa.BigInteger, primary_key=True),
+    sa.Column("chunk_index", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_code", sa.String(32), nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("retry_count", sa.Integer, nullable=False, default=0),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_batchyard_records_status", "batch_id", "status"),
+)
+
+ACTIVE = ("pending", "running")
+FINAL = ("completed", "failed", "cancelled")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def ensure_ledger(engine: sa.Engine) -> None:
+    metadata.create_all(engine, checkfirst=True)
+
+
+@dataclass
+class RecordEntry:
+    row_number: int
+    status: str  # failed | ignored
+    error_code: str
+    error: str
+    reason: str
+    payload: dict
+
+    def row(self, batch_id: str, chunk_index: int, at: dt.datetime) -> dict:
+        return {
+            "batch_id": batch_id, "row_number": self.row_number, "chunk_index": chunk_index,
+            "status": self.status, "error_code": self.error_code, "error": self.error,
+            "reason": self.reason, "retry_count": 0,
+            "payload": json.dumps(self.payload, ensure_ascii=False, default=str),
+            "updated_at": at,
+        }
+
+
+def get_batch(connection: sa.Connection, batch_id: str) -> dict | None:
+    row = connection.execute(sa.select(batches).where(batches.c.batch_id == batch_id)).mappings()
+    found = row.first()
+    return dict(found) if found else None
+
+
+def create_batch(connection: sa.Connection, **values) -> None:
+    connection.execute(batches.insert().values(status="pending", total=0, success=0, failed=0,
+                                               ignored=0, created_at=now(), **values))
+
+
+def start_batch(connection: sa.Connection, batch_id: str, flow_run_id: str | None) -> None:
+    """pending/failed/cancelled → running; refused while another run holds it."""
+    result = connection.execute(
+        batches.update()
+        .where(batches.c.batch_id == batch_id, batches.c.status != "running",
+               batches.c.status != "completed")
+        .values(status="running", started_at=now(), finished_at=None, error=None,
+                error_code=None, flow_run_id=flow_run_id)
+    )
+    if result.rowcount != 1:
+        state = get_batch(connection, batch_id)
+        raise BatchStateError(f"batch {batch_id} is {state['status'] if state else 'missing'}")
+
+
+def record_plan(connection: sa.Connection, batch_id: str, total: int, chunk_rows: Iterable,
+                chunk_size: int) -> None:
+    """Write the chunk boundaries once; a resumed batch keeps the ones it already has."""
+    existing = connection.execute(
+        sa.select(sa.func.count()).select_from(chunks).where(chunks.c.batch_id == batch_id)
+    ).scalar_one()
+    rows = [{"batch_id": batch_id, "chunk_index": c.index, "first_row": c.first_row,
+             "n_rows": c.n_rows, "status": "pending", "success": 0, "failed": 0, "ignored": 0}
+            for c in chunk_rows]
+    if not existing and rows:
+        connection.execute(chunks.insert(), rows)
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id)
+                       .values(total=total, chunk_size=chunk_size, chunks=len(rows)))
+
+
+def committed_chunks(connection: sa.Connection, batch_id: str) -> dict[int, dict]:
+    rows = connection.execute(
+        sa.select(chunks).where(chunks.c.batch_id == batch_id, chunks.c.status == "committed")
+    ).mappings()
+    return {r["chunk_index"]: dict(r) for r in rows}
+
+
+def planned_chunks(connection: sa.Connection, batch_id: str) -> list[dict]:
+    rows = connection.execute(
+        sa.select(chunks).where(chunks.c.batch_id == batch_id).order_by(chunks.c.chunk_index)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def claim_chunk(connection: sa.Connection, batch_id: str, chunk_index: int) -> bool:
+    """Take the chunk's row lock for this transaction; False if it was committed already."""
+    result = connection.execute(
+        chunks.update()
+        .where(chunks.c.batch_id == batch_id, chunks.c.chunk_index == chunk_index,
+               chunks.c.status != "committed")
+        .values(status="committing")
+    )
+    return result.rowcount == 1
+
+
+def commit_chunk(connection: sa.Connection, batch_id: str, chunk_index: int, success: int,
+                 entries: list[RecordEntry]) -> None:
+    """Record a loaded chunk: its failed/ignored records, its counts, the batch's counters."""
+    at = now()
+    failed = sum(1 for e in entries if e.status == "failed")
+    ignored = len(entries) - failed
+    if entries:
+        connection.execute(records.insert(), [e.row(batch_id, chunk_index, at) for e in entries])
+    previous = connection.execute(
+        sa.select(chunks.c.failed).where(chunks.c.batch_id == batch_id,
+                                         chunks.c.chunk_index == chunk_index)
+    ).scalar_one()
+    connection.execute(
+        chunks.update()
+        .where(chunks.c.batch_id == batch_id, chunks.c.chunk_index == chunk_index)
+        .values(status="committed", success=success, failed=failed, ignored=ignored,
+                error=None, committed_at=at)
+    )
+    connection.execute(
+        batches.update().where(batches.c.batch_id == batch_id).values(
+            success=batches.c.success + success,
+            failed=batches.c.failed + failed - previous,
+            ignored=batches.c.ignored + ignored,
+        )
+    )
+
+
+def fail_chunk(connection: sa.Connection, batch_id: str, chunk_index: int, n_rows: int,
+               error: str) -> None:
+    """A chunk that exhausted its retries: its records count as failed until it is resumed."""
+    result = connection.execute(
+        chunks.update()
+        .where(chunks.c.batch_id == batch_id, chunks.c.chunk_index == chunk_index,
+               chunks.c.status.in_(("pending", "committing")))
+        .values(status="failed", failed=n_rows, error=error[:2000])
+    )
+    if result.rowcount:
+        connection.execute(batches.update().where(batches.c.batch_id == batch_id)
+                           .values(failed=batches.c.failed + n_rows))
+
+
+def reopen_failed_chunks(connection: sa.Connection, batch_id: str) -> None:
+    """Before a resume: failed chunks go back to pending and their records stop counting."""
+    failed = connection.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(chunks.c.failed), 0))
+        .where(chunks.c.batch_id == batch_id, chunks.c.status == "failed")
+    ).scalar_one()
+    connection.execute(
+        chunks.update().where(chunks.c.batch_id == batch_id, chunks.c.status != "committed")
+        .values(status="pending", failed=0, error=None)
+    )
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id)
+                       .values(failed=batches.c.failed - failed))
+
+
+def finish_batch(connection: sa.Connection, batch_id: str, status: str, error: str | None = None,
+                 error_code: str | None = None, rejects_file: str | None = None) -> dict:
+    connection.execute(
+        batches.update().where(batches.c.batch_id == batch_id).values(
+            status=status, finished_at=now(), error=error, error_code=error_code,
+            rejects_file=rejects_file,
+        )
+    )
+    return get_batch(connection, batch_id)
+
+
+def failure_reasons(connection: sa.Connection, batch_id: str, limit: int = 10) -> list[tuple]:
+    count = sa.func.count().label("n")
+    return list(connection.execute(
+        sa.select(records.c.status, records.c.reason, count)
+        .where(records.c.batch_id == batch_id)
+        .group_by(records.c.status, records.c.reason)
+        .order_by(count.desc(), records.c.reason)
+        .limit(limit)
+    ))
+
+
+def sample_records(connection: sa.Connection, batch_id: str, status: str = "failed",
+                   limit: int = 5) -> list[dict]:
+    return [dict(r) for r in connection.execute(
+        sa.select(records.c.row_number, records.c.error, records.c.payload)
+        .where(records.c.batch_id == batch_id, records.c.status == status)
+        .order_by(records.c.row_number).limit(limit)
+    ).mappings()]
+
+
+def iter_records(connection: sa.Connection, batch_id: str, status: str = "failed"):
+    result = connection.execution_options(yield_per=10_000).execute(
+        sa.select(records.c.row_number, records.c.error_code, records.c.error,
+                  records.c.payload)
+        .where(records.c.batch_id == batch_id, records.c.status == status)
+        .order_by(records.c.row_number)
+    )
+    yield from result

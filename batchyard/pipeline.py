@@ -1,0 +1,317 @@
+"""The import core, free of Prefect: open a batch, process one chunk, close the batch.
+
+Flows and other features (resume, retry, ETL, benchmarks) call these functions; the Prefect
+layer only decides where and how often they run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, Field
+
+from batchyard import ledger
+from batchyard.db import check_connection, get_engine, safe_url
+from batchyard.errors import VALIDATION_ERROR, BatchStateError, ConfigurationError
+from batchyard.load import ensure_table, load_rows
+from batchyard.schemas import default_table, load_schema
+from batchyard.settings import get_settings
+from batchyard.sources import PARSE_ERROR, RAW, ChunkRef, SourceOptions, read_chunk, spool_source
+from batchyard.transform import ROW, dedupe, derive, normalise
+from batchyard.validate import validate_table
+
+
+class ImportJob(BaseModel):
+    """Everything a chunk needs to know about its batch; small and serialisable."""
+
+    batch_id: str
+    source: str
+    schema_name: str = Field("users", description="users, orders or module:Class")
+    db: str
+    table: str
+
+
+@dataclass
+class ChunkResult:
+    index: int
+    n_rows: int
+    success: int = 0
+    failed: int = 0
+    ignored: int = 0
+    skipped: bool = False
+
+
+def new_batch_id() -> str:
+    return "b" + uuid.uuid4().hex[:12]
+
+
+def resolve_job(source: str, schema_name: str, db: str, table: str | None,
+                batch_id: str | None) -> ImportJob:
+    plan = load_schema(schema_name)
+    return ImportJob(batch_id=batch_id or new_batch_id(), source=str(source),
+                     schema_name=schema_name, db=db, table=table or default_table(plan))
+
+
+def open_batch(job: ImportJob, chunk_size: int, flow_run_id: str | None = None,
+               fresh: bool = False) -> dict:
+    """Create (or take up again) the batch row and the target table; refuse a double start."""
+    plan = load_schema(job.schema_name)
+    engine = check_connection(job.db)
+    ledger.ensure_ledger(engine)
+    ensure_table(engine, plan, job.table)
+    with engine.begin() as connection:
+        batch = ledger.get_batch(connection, job.batch_id)
+        if batch is None:
+            ledger.create_batch(connection, batch_id=job.batch_id, source=job.source,
+                                schema_name=job.schema_name, target_table=job.table,
+                                chunk_size=chunk_size)
+        elif batch["status"] == "completed" and not fresh:
+            raise BatchStateError(
+                f"batch {job.batch_id} already completed ({batch['success']} loaded); "
+                "pass --fresh to import it again"
+            )
+        elif batch["status"] == "running":
+            raise BatchStateError(f"batch {job.batch_id} is already running")
+        if batch is not None and (fresh or batch["status"] == "completed"):
+            reset_batch(connection, job.batch_id)
+        elif batch is not None:
+            ledger.reopen_failed_chunks(connection, job.batch_id)
+        ledger.start_batch(connection, job.batch_id, flow_run_id)
+        return ledger.get_batch(connection, job.batch_id)
+
+
+def reset_batch(connection, batch_id: str) -> None:
+    """Forget a batch's chunks and records so that it runs again from the first record."""
+    connection.execute(ledger.records.delete().where(ledger.records.c.batch_id == batch_id))
+    connection.execute(ledger.chunks.delete().where(ledger.chunks.c.batch_id == batch_id))
+    connection.execute(ledger.batches.update().where(ledger.batches.c.batch_id == batch_id)
+                       .values(status="pending", total=0, success=0, failed=0, ignored=0,
+                               rejects_file=None))
+
+
+def spool_dir(batch_id: str) -> Path:
+    return get_settings().work_dir / "spool" / batch_id
+
+
+def fixed_sizes(chunk_size: int) -> Iterator[int]:
+    while True:
+        yield chunk_size
+
+
+def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: int) -> tuple[list[ChunkRef], int, list[str]]:
+    """Spool the source into chunks and record the boundaries in the ledger.
+
+    A resumed batch re-reads the source and must find the same boundaries it recorded.
+    """
+    plan = load_schema(job.schema_name)
+    engine = get_engine(job.db)
+    with engine.connect() as connection:
+        recorded = ledger.planned_chunks(connection, job.batch_id)
+    source_plan = spool_source(job.source, options, plan, spool_dir(job.batch_id),
+                               _sizes(recorded, chunk_size))
+    if recorded:
+        got = [(c.first_row, c.n_rows) for c in source_plan.chunks]
+        want = [(c["first_row"], c["n_rows"]) for c in recorded]
+        if got != want:
+            raise BatchStateError(
+                f"batch {job.batch_id}: the source no longer matches the recorded chunks "
+                f"({len(want)} recorded, {len(got)} now); start a new batch or pass --fresh"
+            )
+    with engine.begin() as connection:
+        ledger.record_plan(connection, job.batch_id, source_plan.total, source_plan.chunks,
+                           chunk_size)
+        done = ledger.committed_chunks(connection, job.batch_id)
+    todo = [c for c in source_plan.chunks if c.index not in done]
+    return todo, source_plan.total, source_plan.warnings
+
+
+def _sizes(recorded: list[dict], chunk_size: int) -> Iterator[int]:
+    for chunk in recorded:
+        yield chunk["n_rows"]
+    yield from fixed_sizes(chunk_size)
+
+
+_NUMBERS = re.compile(r"\b\d+\b")
+
+
+def _parse_failures(raw: pa.Table) -> tuple[pa.Table, list[ledger.RecordEntry]]:
+    broken = pc.is_valid(raw[PARSE_ERROR])
+    if not pc.any(broken).as_py():
+        return raw, []
+    entries = [
+        ledger.RecordEntry(r[ROW], "failed", VALIDATION_ERROR, r[PARSE_ERROR],
+                           _NUMBERS.sub("N", r[PARSE_ERROR]), {"_raw": r[RAW]})
+        for r in raw.filter(broken).select([ROW, PARSE_ERROR, RAW]).to_pylist()
+    ]
+    return raw.filter(pc.invert(broken)), entries
+
+
+def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
+    """Read → validate → transform → load one chunk; its rows and ledger entries commit together."""
+    plan = load_schema(job.schema_name)
+    raw, entries = _parse_failures(read_chunk(ref))
+    raw = raw.drop_columns([PARSE_ERROR, RAW])
+    checked = validate_table(normalise(raw, plan), raw, plan)
+    entries += [
+        ledger.RecordEntry(r.row_number, "failed", r.code, r.error, r.reason, r.payload)
+        for r in checked.rejects
+    ]
+    valid, duplicates = dedupe(checked.valid, plan.key)
+    output = derive(valid, plan)
+    output = output.select([*plan.output_schema().names, ROW])
+    engine = get_engine(job.db)
+    with engine.begin() as connection:
+        if not ledger.claim_chunk(connection, job.batch_id, ref.index):
+            return ChunkResult(ref.index, ref.n_rows, skipped=True)
+        loaded = load_rows(connection, job.table, output, plan.key, job.batch_id)
+        duplicates = [(d.row_number, d.first_row, d.key) for d in duplicates] + loaded.duplicates
+        entries += [_duplicate_entry(row, first, key) for row, first, key in duplicates]
+        success = output.num_rows - len(loaded.duplicates)
+        ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
+    failed = sum(1 for e in entries if e.status == "failed")
+    return ChunkResult(ref.index, ref.n_rows, success, failed, len(entries) - failed)
+
+
+def _duplicate_entry(row: int, first: int, key: dict) -> ledger.RecordEntry:
+    shown = ", ".join(f"{k}={v}" for k, v in key.items())
+    return ledger.RecordEntry(
+        row, "ignored", VALIDATION_ERROR,
+        f"duplicate key {shown}: already loaded from row {first} of this batch",
+        "duplicate key in this batch", key,
+    )
+
+
+def fail_chunk(job: ImportJob, ref: ChunkRef, error: str) -> None:
+    with get_engine(job.db).begin() as connection:
+        ledger.fail_chunk(connection, job.batch_id, ref.index, ref.n_rows, error)
+
+
+def write_rejects(job: ImportJob, path: Path) -> int:
+    """The failed records as CSV with their original columns first, so they can be fixed and
+    imported again; `_row_number` and `_error` come last."""
+    plan = load_schema(job.schema_name)
+    count = 0
+    with get_engine(job.db).connect() as connection, path.open("w", newline="") as handle:
+        fields = [*plan.field_names, "_raw", "_row_number", "_error_code", "_error"]
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row_number, code, error, payload in ledger.iter_records(connection, job.batch_id):
+            record = json.loads(payload)
+            writer.writerow({**record, "_row_number": row_number, "_error_code": code,
+                             "_error": error})
+            count += 1
+    return count
+
+
+def rejects_path(source: str, batch_id: str) -> Path:
+    path = Path(source)
+    return path.with_name(f"{path.stem}.{batch_id}.rejects.csv")
+
+
+def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = None) -> dict:
+    """Check the invariant, write the rejects file, and set the final status."""
+    engine = get_engine(job.db)
+    with engine.connect() as connection:
+        batch = ledger.get_batch(connection, job.batch_id)
+        states = [c["status"] for c in ledger.planned_chunks(connection, job.batch_id)]
+    accounted = batch["success"] + batch["failed"] + batch["ignored"]
+    error = code = None
+    if cancelled:
+        status = "cancelled"
+    elif any(s != "committed" for s in states):
+        status, code = "failed", "PROCESSING_ERROR"
+        error = f"{sum(s != 'committed' for s in states)} chunk(s) failed; resume the batch"
+    elif accounted != batch["total"]:
+        status, code = "failed", "PROCESSING_ERROR"
+        error = (f"ledger invariant broken: total {batch['total']} != success + failed + "
+                 f"ignored {accounted}")
+    else:
+        status = "completed"
+    rejects_file = None
+    if batch["failed"] and status == "completed":
+        target = Path(rejects) if rejects else rejects_path(job.source, job.batch_id)
+        if write_rejects(job, target):
+            rejects_file = str(target)
+    with engine.begin() as connection:
+        final = ledger.finish_batch(connection, job.batch_id, status, error, code, rejects_file)
+    return final
+
+
+def fail_batch(job: ImportJob, error: str, code: str) -> None:
+    """A fatal error ends the batch as failed (resumable), with the one-line reason."""
+    try:
+        with get_engine(job.db).begin() as connection:
+            if ledger.get_batch(connection, job.batch_id):
+                ledger.finish_batch(connection, job.batch_id, "failed", error, code)
+    except Exception:  # the database may be what failed; the caller reports the error anyway
+        pass
+
+
+def summary(batch: dict) -> dict:
+    """The final counts users see (CLI, flow result, artifacts)."""
+    started, finished = batch.get("started_at"), batch.get("finished_at")
+    duration = (finished - started).total_seconds() if started and finished else None
+    total = batch["total"] or 0
+    done = batch["success"] + batch["failed"] + batch["ignored"]
+    return {
+        "batch_id": batch["batch_id"],
+        "status": batch["status"],
+        "source": batch["source"],
+        "schema": batch["schema_name"],
+        "table": batch["target_table"],
+        "total": total,
+        "success": batch["success"],
+        "failed": batch["failed"],
+        "ignored": batch["ignored"],
+        "progress_percent": round(100.0 * done / total, 2) if total else 100.0,
+        "duration_seconds": round(duration, 3) if duration is not None else None,
+        "rejects_file": batch["rejects_file"],
+        "error": batch["error"],
+        "flow_run_id": batch["flow_run_id"],
+    }
+
+
+__all__ = [
+    "ChunkResult", "ImportJob", "asdict", "close_batch", "fail_batch", "fail_chunk",
+    "open_batch", "plan_batch", "process_chunk", "resolve_job", "safe_url", "summary",
+]
+
+
+def preflight(source: str, schema_name: str, db: str, table: str | None, batch_id: str | None,
+              fmt: str | None, delimiter: str, encoding: str, sheet: str | None,
+              ) -> tuple[ImportJob, SourceOptions]:
+    """Every check that can refuse an import in one line before Prefect starts: the schema,
+    the file (exists, format, header), the table name and the database connection."""
+    from batchyard.identifiers import check_identifier
+    from batchyard.sources import inspect_source
+
+    plan = load_schema(schema_name)
+    try:
+        options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, sheet=sheet)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"invalid source option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}"
+        ) from None
+    inspect_source(source, options, plan)
+    job = resolve_job(str(Path(source).resolve()), schema_name, db, table, batch_id)
+    check_identifier(job.table)
+    if batch_id is not None:
+        check_identifier(batch_id.replace("-", "_"), "batch id")
+    check_connection(db)
+    return job, options
+
+
+def batch_summary(db: str, batch_id: str) -> dict | None:
+    engine = check_connection(db)
+    ledger.ensure_ledger(engine)
+    with engine.connect() as connection:
+        batch = ledger.get_batch(connection, batch_id)
+    return summary(batch) if batch else None

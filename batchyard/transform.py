@@ -1,0 +1,81 @@
+"""Record transforms as plain functions on Arrow tables: normalise before validation, dedupe and
+derive after it. No Prefect here; everything is vectorised so a chunk costs C time, not Python."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchyard.schemas.base import CollapseSpaces, Lower, SchemaPlan, Upper
+
+ROW = "_row_number"
+
+
+def as_text(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Typed input (Parquet, Excel) becomes text so every source takes the same checks."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return values
+    if pa.types.is_null(values.type):
+        return pc.cast(values, pa.string())
+    if pa.types.is_timestamp(values.type):
+        return pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
+    return pc.cast(values, pa.string())
+
+
+def normalise_column(values: pa.ChunkedArray | pa.Array, markers: set[type]) -> pa.ChunkedArray:
+    """Trim, apply case and spacing markers, and turn empty cells into nulls (missing values)."""
+    text = pc.utf8_trim_whitespace(as_text(values))
+    if CollapseSpaces in markers:
+        text = pc.replace_substring_regex(text, r"\s+", " ")
+    if Lower in markers:
+        text = pc.utf8_lower(text)
+    if Upper in markers:
+        text = pc.utf8_upper(text)
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def normalise(raw: pa.Table, plan: SchemaPlan) -> pa.Table:
+    """Return one text column per schema field, normalised; absent optional columns are nulls."""
+    columns = {}
+    for spec in plan.columns:
+        if spec.name in raw.column_names:
+            columns[spec.name] = normalise_column(raw[spec.name], spec.markers)
+        else:
+            columns[spec.name] = pa.nulls(raw.num_rows, pa.string())
+    columns[ROW] = raw[ROW]
+    return pa.table(columns)
+
+
+@dataclass
+class Duplicate:
+    row_number: int
+    first_row: int
+    key: dict
+
+
+def dedupe(table: pa.Table, key: tuple[str, ...]) -> tuple[pa.Table, list[Duplicate]]:
+    """Keep the first record of each key inside the table; report the others as duplicates."""
+    if table.num_rows == 0:
+        return table, []
+    if len(key) == 1 and pc.count_distinct(table[key[0]]).as_py() == table.num_rows:
+        return table, []
+    firsts = table.group_by(list(key), use_threads=False).aggregate([(ROW, "min")])
+    if firsts.num_rows == table.num_rows:
+        return table, []
+    keep = pc.is_in(table[ROW], value_set=firsts[f"{ROW}_min"])
+    dropped = table.filter(pc.invert(keep))
+    first_of = {
+        tuple(r[k] for k in key): r[f"{ROW}_min"] for r in firsts.to_pylist()
+    } if dropped.num_rows else {}
+    duplicates = [
+        Duplicate(r[ROW], first_of[tuple(r[k] for k in key)], {k: r[k] for k in key})
+        for r in dropped.select([*key, ROW]).to_pylist()
+    ]
+    return table.filter(keep), duplicates
+
+
+def derive(table: pa.Table, plan: SchemaPlan) -> pa.Table:
+    """Add the schema's derived columns (computed on validated, typed values)."""
+    return plan.derive(table) if plan.derived else table

@@ -1,0 +1,184 @@
+"""Validation of whole chunks against a pydantic schema.
+
+The fast path checks each column at C speed with Arrow compute (types, bounds, lengths,
+patterns, choices). Records it rejects are handed to pydantic one by one, which either names
+the failing fields or, if it disagrees, accepts the record with its own values: pydantic stays
+the single authority, the vectorised checks only decide which records need its attention.
+Schemas Arrow cannot express (custom validators, datetimes, nested types) take the row-wise path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import TypeAdapter, ValidationError
+
+from batchyard.schemas.base import ColumnSpec, SchemaPlan
+from batchyard.transform import ROW
+
+INT_TEXT = r"^[+-]?[0-9]{1,18}$"
+FLOAT_TEXT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$"
+DATE_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+TRUE_TEXT = ["true", "1", "yes", "on", "t", "y"]
+FALSE_TEXT = ["false", "0", "no", "off", "f", "n"]
+
+
+@dataclass
+class Reject:
+    row_number: int
+    error: str
+    payload: dict[str, Any]
+    reason: str = ""
+    code: str = "VALIDATION_ERROR"
+
+    def __post_init__(self):
+        self.reason = self.reason or self.error
+
+
+@dataclass
+class ValidationResult:
+    valid: pa.Table
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def _bounds(spec: ColumnSpec, typed: pa.ChunkedArray, ok: pa.ChunkedArray) -> pa.ChunkedArray:
+    for bound, op in ((spec.ge, pc.greater_equal), (spec.gt, pc.greater),
+                      (spec.le, pc.less_equal), (spec.lt, pc.less)):
+        if bound is not None:
+            ok = pc.and_(ok, pc.fill_null(op(typed, pa.scalar(bound, typed.type)), False))
+    return ok
+
+
+def check_column(spec: ColumnSpec, text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Parse one normalised text column; return typed values and a mask of acceptable cells."""
+    present = pc.is_valid(text)
+    if spec.kind == "str":
+        typed = text
+        ok = present
+        if spec.min_length is not None or spec.max_length is not None:
+            length = pc.utf8_length(text)
+            if spec.min_length is not None:
+                ok = pc.and_(ok, pc.greater_equal(length, spec.min_length))
+            if spec.max_length is not None:
+                ok = pc.and_(ok, pc.less_equal(length, spec.max_length))
+        if spec.pattern is not None:
+            ok = pc.and_(ok, pc.match_substring_regex(text, spec.pattern))
+        if spec.choices is not None:
+            ok = pc.and_(ok, pc.is_in(text, value_set=pa.array(spec.choices)))
+    elif spec.kind == "bool":
+        lowered = pc.utf8_lower(text)
+        truthy = pc.is_in(lowered, value_set=pa.array(TRUE_TEXT))
+        ok = pc.or_(truthy, pc.is_in(lowered, value_set=pa.array(FALSE_TEXT)))
+        typed = pc.if_else(present, truthy, pa.scalar(None, pa.bool_()))
+    else:
+        pattern = {"int": INT_TEXT, "float": FLOAT_TEXT, "date": DATE_TEXT}[spec.kind]
+        ok = pc.fill_null(pc.match_substring_regex(text, pattern), False)
+        candidate = pc.if_else(ok, text, pa.scalar(None, pa.string()))
+        if spec.kind == "date":
+            stamps = pc.strptime(candidate, format="%Y-%m-%d", unit="s", error_is_null=True)
+            typed = pc.cast(stamps, pa.date32())
+            # strptime rolls impossible days over (2021-02-30 → 03-02): require a round trip
+            ok = pc.and_(ok, pc.fill_null(pc.equal(pc.cast(typed, pa.string()), candidate), False))
+        else:
+            typed = pc.cast(candidate, spec.arrow_type)
+        ok = _bounds(spec, typed, ok)
+    ok = pc.fill_null(ok, False)
+    if spec.required:
+        return typed, ok
+    missing_ok = pc.invert(present)
+    if spec.default is not None:
+        typed = pc.fill_null(typed, pa.scalar(spec.default, spec.arrow_type))
+    return typed, pc.or_(ok, missing_ok)
+
+
+def format_errors(error: ValidationError) -> tuple[str, str]:
+    """One readable line naming each failing field, as pydantic describes it, and the same line
+    without the offending values (the reason, for grouping failures)."""
+    parts, reasons = [], []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "record"
+        got = item.get("input")
+        shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        parts.append(f"{where}: {item['msg']}{shown}")
+        reasons.append(f"{where}: {item['msg']}")
+    return "; ".join(parts), "; ".join(reasons)
+
+
+def _present(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if v is not None and k != ROW}
+
+
+def _typed_rows(models: list[Any], plan: SchemaPlan, rows: list[int]) -> pa.Table:
+    """Turn pydantic-validated records into a typed table with the plan's column types."""
+    columns = {}
+    dumped = [m.model_dump() for m in models]
+    for spec in plan.columns:
+        values = [d.get(spec.name) for d in dumped]
+        if spec.kind == "json":
+            values = [None if v is None else json.dumps(v, default=str) for v in values]
+        columns[spec.name] = pa.array(values, spec.arrow_type)
+    columns[ROW] = pa.array(rows, pa.int64())
+    return pa.table(columns)
+
+
+def validate_rows(normalised: pa.Table, raw: pa.Table, plan: SchemaPlan) -> ValidationResult:
+    """The row-wise path: pydantic validates each record (for schemas Arrow cannot express)."""
+    adapter = TypeAdapter(list[plan.model])
+    records = normalised.to_pylist()
+    inputs = [_present(r) for r in records]
+    bad: dict[int, tuple[str, str]] = {}
+    try:
+        models = adapter.validate_python(inputs)
+    except ValidationError:
+        for i, item in enumerate(inputs):
+            try:
+                plan.model.model_validate(item)
+            except ValidationError as exc:
+                bad[i] = format_errors(exc)
+        good = [i for i in range(len(inputs)) if i not in bad]
+        models = adapter.validate_python([inputs[i] for i in good])
+    else:
+        good = list(range(len(inputs)))
+    rows = [records[i][ROW] for i in good]
+    raw_rows = raw.take(sorted(bad)).to_pylist() if bad else []
+    rejects = [
+        Reject(r[ROW], bad[i][0], {k: v for k, v in r.items() if k != ROW}, bad[i][1])
+        for i, r in zip(sorted(bad), raw_rows, strict=True)
+    ]
+    return ValidationResult(_typed_rows(models, plan, rows), rejects)
+
+
+def validate_table(normalised: pa.Table, raw: pa.Table, plan: SchemaPlan) -> ValidationResult:
+    """Validate a chunk; `raw` (same rows, same order) supplies the payload kept for rejects."""
+    if not plan.vectorised:
+        return validate_rows(normalised, raw, plan)
+    typed_columns = {}
+    ok = None
+    for spec in plan.columns:
+        typed, column_ok = check_column(spec, normalised[spec.name])
+        typed_columns[spec.name] = typed
+        ok = column_ok if ok is None else pc.and_(ok, column_ok)
+    typed_columns[ROW] = normalised[ROW]
+    typed = pa.table(typed_columns)
+    if ok is None or pc.all(ok).as_py() is not False:
+        return ValidationResult(typed)
+    suspect_index = pc.indices_nonzero(pc.invert(ok))
+    suspects = normalised.take(suspect_index).to_pylist()
+    suspect_raw = raw.take(suspect_index).to_pylist()
+    rejects, accepted, accepted_rows = [], [], []
+    for record, raw_record in zip(suspects, suspect_raw, strict=True):
+        try:
+            accepted.append(plan.model.model_validate(_present(record)))
+            accepted_rows.append(record[ROW])
+        except ValidationError as exc:
+            payload = {k: v for k, v in raw_record.items() if k != ROW}
+            message, reason = format_errors(exc)
+            rejects.append(Reject(record[ROW], message, payload, reason))
+    valid = typed.filter(ok)
+    if accepted:
+        valid = pa.concat_tables([valid, _typed_rows(accepted, plan, accepted_rows)])
+    return ValidationResult(valid, rejects)

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks around the plain functions in `batchyard`."""

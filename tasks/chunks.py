@@ -1,0 +1,60 @@
+"""Tasks of the batch-import flow: one per step of the job, chunk tasks with retries."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from batchyard import pipeline
+from batchyard.errors import is_retryable
+from batchyard.pipeline import ChunkResult, ImportJob
+from batchyard.settings import get_settings
+from batchyard.sources import ChunkRef, SourceOptions
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    """Retry I/O faults (a dropped connection, a locked database), never bad data or config."""
+    try:
+        state.result()
+    except Exception as exc:  # the failed run's exception, re-raised by Prefect
+        return is_retryable(exc)
+    return False
+
+
+def _delays() -> list[float]:
+    return [min(d, 10.0) for d in get_settings().retry_delays]
+
+
+@task(name="open-batch", cache_policy=NO_CACHE)
+def open_batch(job: ImportJob, chunk_size: int, fresh: bool = False) -> dict:
+    return pipeline.open_batch(job, chunk_size, flow_run_id=flow_run.get_id(), fresh=fresh)
+
+
+@task(name="spool-chunks", cache_policy=NO_CACHE)
+def spool_chunks(job: ImportJob, options: SourceOptions, chunk_size: int,
+                 ) -> tuple[list[ChunkRef], int, list[str]]:
+    return pipeline.plan_batch(job, options, chunk_size)
+
+
+@task(
+    name="import-chunk",
+    task_run_name="import-chunk-{ref.index}",
+    cache_policy=NO_CACHE,
+    retries=get_settings().chunk_retries,
+    retry_delay_seconds=_delays(),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_transient,
+)
+def import_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
+    return pipeline.process_chunk(job, ref)
+
+
+@task(name="fail-chunk", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
+def fail_chunk(job: ImportJob, ref: ChunkRef, error: str) -> None:
+    pipeline.fail_chunk(job, ref, error)
+
+
+@task(name="close-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 2])
+def close_batch(job: ImportJob, cancelled: bool = False, rejects_file: str | None = None) -> dict:
+    return pipeline.summary(pipeline.close_batch(job, cancelled, rejects_file))

@@ -1,0 +1,25 @@
+"""Bounded fan-out: at most N task runs in flight, results handed back as they finish."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from prefect import Task
+from prefect.futures import PrefectFuture, as_completed
+
+T = TypeVar("T")
+
+
+def submit_bounded(task: Task, items: Iterable[T], max_parallel: int, item_name: str,
+                   **kwargs: Any) -> Iterator[tuple[T, PrefectFuture]]:
+    """Submit `task` once per item, keeping `max_parallel` in flight (back-pressure), and yield
+    each (item, finished future) in completion order so callers can report progress."""
+    pending = list(items)[::-1]
+    inflight: dict[PrefectFuture, T] = {}
+    while pending or inflight:
+        while pending and len(inflight) < max_parallel:
+            item = pending.pop()
+            inflight[task.submit(**{item_name: item}, **kwargs)] = item
+        finished = next(as_completed(list(inflight)))
+        yield inflight.pop(finished), finished
