@@ -374,7 +374,10 @@ def excel_header(path: Path, options: SourceOptions) -> list[str]:
     try:
         for values in sheet.iter_rows(values_only=True):
             if any(v is not None for v in values):
-                return [str(v).strip() if v is not None else "" for v in values]
+                names = [str(v).strip() if v is not None else "" for v in values]
+                while names and not names[-1]:
+                    names.pop()
+                return names
         return []
     finally:
         book.close()

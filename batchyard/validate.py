@@ -84,7 +84,7 @@ def check_column(spec: ColumnSpec, text: pa.ChunkedArray) -> tuple[pa.ChunkedArr
             # strptime rolls impossible days over (2021-02-30 → 03-02): require a round trip
             ok = pc.and_(ok, pc.fill_null(pc.equal(pc.cast(typed, pa.string()), candidate), False))
         else:
-            typed = pc.cast(candidate, spec.arrow_type)
+            typed = pc.cast(pc.replace_substring_regex(candidate, r"^\+", ""), spec.arrow_type)
         ok = _bounds(spec, typed, ok)
     ok = pc.fill_null(ok, False)
     if spec.required:
@@ -171,13 +171,19 @@ def validate_table(normalised: pa.Table, raw: pa.Table, plan: SchemaPlan) -> Val
     suspect_raw = raw.take(suspect_index).to_pylist()
     rejects, accepted, accepted_rows = [], [], []
     for record, raw_record in zip(suspects, suspect_raw, strict=True):
+        payload = {k: v for k, v in raw_record.items() if k != ROW}
         try:
-            accepted.append(plan.model.model_validate(_present(record)))
-            accepted_rows.append(record[ROW])
+            model = plan.model.model_validate(_present(record))
+            _typed_rows([model], plan, [record[ROW]])
         except ValidationError as exc:
-            payload = {k: v for k, v in raw_record.items() if k != ROW}
             message, reason = format_errors(exc)
             rejects.append(Reject(record[ROW], message, payload, reason))
+        except (pa.ArrowInvalid, OverflowError):
+            reason = "record: a value does not fit its column type (64-bit integer or float)"
+            rejects.append(Reject(record[ROW], reason, payload, reason))
+        else:
+            accepted.append(model)
+            accepted_rows.append(record[ROW])
     valid = typed.filter(ok)
     if accepted:
         valid = pa.concat_tables([valid, _typed_rows(accepted, plan, accepted_rows)])

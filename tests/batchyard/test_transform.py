@@ -1,0 +1,38 @@
+import pyarrow as pa
+import pytest
+
+from batchyard.schemas import load_schema
+from batchyard.transform import ROW, dedupe, normalise
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [("email", "  A@B.COM ", "a@b.com"), ("country", "de", "DE"),
+     ("name", " Ada \t  Lovelace ", "Ada Lovelace"), ("name", "   ", None), ("age", "", None)],
+)
+def test_normalise(column, value, expected):
+    plan = load_schema("users")
+    raw = pa.table({column: [value], ROW: pa.array([1], pa.int64())})
+    assert normalise(raw, plan)[column].to_pylist() == [expected]
+
+
+def test_normalise_adds_missing_optional_columns_as_nulls():
+    plan = load_schema("users")
+    out = normalise(pa.table({"id": ["1"], ROW: pa.array([1], pa.int64())}), plan)
+    assert out.column_names == [*plan.field_names, ROW]
+    assert out["age"].to_pylist() == [None]
+
+
+def test_dedupe_keeps_first_and_reports_the_rest():
+    table = pa.table({"id": [5, 6, 5, 5], ROW: pa.array([10, 11, 12, 13], pa.int64())})
+    kept, dups = dedupe(table, ("id",))
+    assert kept.to_pylist() == [{"id": 5, ROW: 10}, {"id": 6, ROW: 11}]
+    assert [(d.row_number, d.first_row, d.key) for d in dups] == [
+        (12, 10, {"id": 5}), (13, 10, {"id": 5}),
+    ]
+
+
+def test_dedupe_composite_key_and_no_duplicates():
+    table = pa.table({"a": [1, 1], "b": ["x", "y"], ROW: pa.array([1, 2], pa.int64())})
+    kept, dups = dedupe(table, ("a", "b"))
+    assert kept.num_rows == 2 and dups == []

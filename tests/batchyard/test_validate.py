@@ -1,0 +1,139 @@
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+from pydantic import BaseModel, field_validator
+
+from batchyard.schemas import load_schema
+from batchyard.schemas.base import compile_plan
+from batchyard.transform import ROW, normalise
+from batchyard.validate import validate_table
+
+GOOD = {"id": "1", "email": "Ann@Example.com", "name": " Ann   Lee ", "age": "42",
+        "country": "de", "signup_date": "2020-01-31", "balance": "10.5"}
+
+
+def run(rows: list[dict], schema: str = "users"):
+    plan = load_schema(schema)
+    columns = {name: [r.get(name) for r in rows] for name in plan.field_names}
+    raw = pa.table({**{k: pa.array(v, pa.string()) for k, v in columns.items()},
+                    ROW: pa.array(range(1, len(rows) + 1), pa.int64())})
+    return validate_table(normalise(raw, plan), raw, plan)
+
+
+def test_good_record_is_normalised_and_typed():
+    result = run([GOOD])
+    assert result.rejects == []
+    assert result.valid.to_pylist() == [{
+        "id": 1, "email": "ann@example.com", "name": "Ann Lee", "age": 42, "country": "DE",
+        "signup_date": dt.date(2020, 1, 31), "balance": 10.5, ROW: 1,
+    }]
+
+
+def test_optional_fields_take_defaults():
+    result = run([{**GOOD, "age": "", "balance": " "}])
+    assert result.valid.to_pylist()[0]["age"] is None
+    assert result.valid.to_pylist()[0]["balance"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("id", "x1", "id: Input should be a valid integer, unable to parse string as an integer (got 'x1')"),
+        ("id", "0", "id: Input should be greater than or equal to 1 (got '0')"),
+        ("id", "", "id: Field required"),
+        ("email", "no-at-sign", "email: String should match pattern"),
+        ("name", "", "name: Field required"),
+        ("age", "151", "age: Input should be less than or equal to 150 (got '151')"),
+        ("age", "4.5", "age: Input should be a valid integer, unable to parse string as an integer (got '4.5')"),
+        ("country", "Germany", "country: String should match pattern '^[A-Z]{2}$' (got 'GERMANY')"),
+        ("signup_date", "2021-02-30", "signup_date: Input should be a valid date or datetime, day value is outside expected range (got '2021-02-30')"),
+        ("signup_date", "31/01/2020", "signup_date: Input should be a valid date or datetime, invalid character in year (got '31/01/2020')"),
+        ("signup_date", "1960-01-01", "signup_date: Input should be greater than or equal to 1970-01-01"),
+        ("balance", "inf", "balance: Input should be a finite number (got 'inf')"),
+        ("balance", "1e13", "balance: Input should be less than or equal to 1000000000000 (got '1e13')"),
+    ],
+)
+def test_bad_field_is_rejected_with_pydantic_message(field, value, message):
+    result = run([GOOD, {**GOOD, "id": "2", field: value}])
+    assert [r[ROW] for r in result.valid.to_pylist()] == [1]
+    assert len(result.rejects) == 1
+    reject = result.rejects[0]
+    assert reject.row_number == 2
+    assert reject.error.startswith(message), reject.error
+    assert reject.payload[field] == value
+    assert "(got" not in reject.reason
+
+
+def test_several_bad_fields_are_all_named():
+    result = run([{**GOOD, "age": "-1", "email": "x"}])
+    assert result.rejects[0].error.count(";") == 1
+    assert result.rejects[0].error.startswith("email: ")
+    assert "age: Input should be greater than or equal to 0" in result.rejects[0].error
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [(" 42 ", 42), ("+7", 7), ("007", 7), ("9" * 18, int("9" * 18)), ("1_000", 1000),
+     ("0x10", None), ("1e3", None), ("1" * 19, int("1" * 19))],
+)
+def test_vectorised_ints_agree_with_pydantic(value, accepted):
+    """The fast path never accepts what pydantic would reject, and never changes a value."""
+    result = run([{**GOOD, "id": value}])
+    got = [r["id"] for r in result.valid.to_pylist()]
+    clean = {**GOOD, "email": "ann@example.com", "country": "DE", "id": value.strip()}
+    try:
+        pydantic_value = load_schema("users").model.model_validate(clean).id
+    except ValueError:
+        pydantic_value = None
+    assert got == ([accepted] if accepted is not None else [])
+    assert pydantic_value == accepted
+
+
+class Shouty(BaseModel):
+    id: int
+    word: str
+
+    @field_validator("word")
+    @classmethod
+    def must_shout(cls, value: str) -> str:
+        if value != value.upper():
+            raise ValueError("must be upper case")
+        return value
+
+
+def test_schema_with_custom_validator_takes_row_wise_path():
+    plan = compile_plan(Shouty)
+    assert plan.vectorised is False
+    raw = pa.table({"id": ["1", "2", "z"], "word": ["HEY", "hey", "HO"],
+                    ROW: pa.array([1, 2, 3], pa.int64())})
+    result = validate_table(normalise(raw, plan), raw, plan)
+    assert result.valid.to_pylist() == [{"id": 1, "word": "HEY", ROW: 1}]
+    assert [(r.row_number, r.error) for r in result.rejects] == [
+        (2, "word: Value error, must be upper case (got 'hey')"),
+        (3, "id: Input should be a valid integer, unable to parse string as an integer (got 'z')"),
+    ]
+
+
+def test_orders_derive_region_and_category():
+    from batchyard.transform import derive
+
+    plan = load_schema("orders")
+    raw = pa.table({
+        "order_id": ["o-1", "o-2"], "customer_id": ["5", "6"], "sku": ["el-1001", "zz-999"],
+        "quantity": ["3", "1"], "unit_price": ["2.50", "10"], "country": ["de", "xx"],
+        "order_date": ["2024-05-01", "2024-05-02"], ROW: pa.array([1, 2], pa.int64()),
+    })
+    result = validate_table(normalise(raw, plan), raw, plan)
+    out = derive(result.valid, plan).to_pylist()
+    assert [(o["order_id"], o["total_amount"], o["region"], o["product_category"]) for o in out] == [
+        ("O-1", 7.5, "EMEA", "electronics"), ("O-2", 10.0, "OTHER", "other"),
+    ]
+
+
+def test_integer_beyond_64_bits_is_rejected_not_crashed():
+    result = run([{**GOOD, "id": "9" * 20}])
+    assert result.valid.num_rows == 0
+    assert result.rejects[0].error == (
+        "record: a value does not fit its column type (64-bit integer or float)"
+    )
