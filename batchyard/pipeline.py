@@ -106,7 +106,8 @@ def fixed_sizes(chunk_size: int) -> Iterator[int]:
         yield chunk_size
 
 
-def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: int) -> tuple[list[ChunkRef], int, list[str]]:
+def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: int,
+               ) -> tuple[list[ChunkRef], int, list[str]]:
     """Spool the source into chunks and record the boundaries in the ledger.
 
     A resumed batch re-reads the source and must find the same boundaries it recorded.

@@ -41,7 +41,9 @@ EXTENSIONS: dict[str, Format] = {
 class SourceOptions(BaseModel):
     """How to read the source file."""
 
-    format: Format | None = Field(None, description="csv, jsonl, parquet or xlsx; default: from the extension.")
+    format: Format | None = Field(
+        None, description="csv, jsonl, parquet or xlsx; default: from the extension."
+    )
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter.")
     encoding: str = Field("utf-8", description="Text encoding of CSV and JSON Lines files.")
     sheet: str | None = Field(None, description="Excel sheet name; default: the first sheet.")

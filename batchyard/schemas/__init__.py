@@ -25,7 +25,9 @@ def _import_model(ref: str) -> type[BaseModel]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"schema {ref!r}: cannot import module {module_name!r}: {exc}")
+        raise ConfigurationError(
+            f"schema {ref!r}: cannot import module {module_name!r}: {exc}"
+        ) from None
     model = getattr(module, attr, None)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise ConfigurationError(f"schema {ref!r}: {attr!r} is not a pydantic model in {module_name}")
