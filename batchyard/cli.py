@@ -101,7 +101,7 @@ def import_(
 
     try:
         job, options = preflight(str(source), schema, db, table, batch_id, fmt, delimiter,
-                                 encoding, sheet)
+                                 encoding, sheet, fresh)
     except BatchyardError as exc:
         fail(str(exc))
     from flows.batch_import import batch_import

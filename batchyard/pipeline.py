@@ -73,13 +73,7 @@ def open_batch(job: ImportJob, chunk_size: int, flow_run_id: str | None = None,
             ledger.create_batch(connection, batch_id=job.batch_id, source=job.source,
                                 schema_name=job.schema_name, target_table=job.table,
                                 chunk_size=chunk_size)
-        elif batch["status"] == "completed" and not fresh:
-            raise BatchStateError(
-                f"batch {job.batch_id} already completed ({batch['success']} loaded); "
-                "pass --fresh to import it again"
-            )
-        elif batch["status"] == "running":
-            raise BatchStateError(f"batch {job.batch_id} is already running")
+        check_startable(batch, fresh)
         if batch is not None and (fresh or batch["status"] == "completed"):
             reset_batch(connection, job.batch_id)
         elif batch is not None:
@@ -288,7 +282,7 @@ __all__ = [
 
 def preflight(source: str, schema_name: str, db: str, table: str | None, batch_id: str | None,
               fmt: str | None, delimiter: str, encoding: str, sheet: str | None,
-              ) -> tuple[ImportJob, SourceOptions]:
+              fresh: bool = False) -> tuple[ImportJob, SourceOptions]:
     """Every check that can refuse an import in one line before Prefect starts: the schema,
     the file (exists, format, header), the table name and the database connection."""
     from batchyard.identifiers import check_identifier
@@ -306,8 +300,25 @@ def preflight(source: str, schema_name: str, db: str, table: str | None, batch_i
     check_identifier(job.table)
     if batch_id is not None:
         check_identifier(batch_id.replace("-", "_"), "batch id")
-    check_connection(db)
+    engine = check_connection(db)
+    if batch_id is not None:
+        ledger.ensure_ledger(engine)
+        with engine.connect() as connection:
+            check_startable(ledger.get_batch(connection, batch_id), fresh)
     return job, options
+
+
+def check_startable(batch: dict | None, fresh: bool) -> None:
+    """No double start, and no accidental second run of a completed batch."""
+    if batch is None:
+        return
+    if batch["status"] == "completed" and not fresh:
+        raise BatchStateError(
+            f"batch {batch['batch_id']} already completed ({batch['success']} loaded); "
+            "pass --fresh to import it again"
+        )
+    if batch["status"] == "running":
+        raise BatchStateError(f"batch {batch['batch_id']} is already running")
 
 
 def batch_summary(db: str, batch_id: str) -> dict | None:

@@ -17,7 +17,7 @@ from tasks.concurrency import submit_bounded
 from tasks.reporting import BatchProgress, publish_summary
 
 
-@flow(name="batch-import", task_runner=ThreadPoolTaskRunner(max_workers=32), log_prints=True)
+@flow(name="batch-import", task_runner=ThreadPoolTaskRunner(max_workers=32))
 def batch_import(
     source: str,
     schema_name: str = "users",

@@ -17,6 +17,10 @@ os.environ["BATCHYARD_WORK_DIR"] = str(_HOME / "work")
 os.environ["BATCHYARD_RETRY_DELAYS"] = "[0.1, 0.2, 0.4]"
 os.environ.pop("PREFECT_API_URL", None)
 
+# Prefect configures its log handlers on import: do it now, with the real stderr, not under a
+# CliRunner's temporary stream.
+import prefect  # noqa: E402, F401
+
 POSTGRES_URL = os.environ.get("BATCHYARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("BATCHYARD_REQUIRE_SERVICES") == "1"
 

@@ -1,0 +1,103 @@
+"""The `batchyard` command: exit codes, one-line errors and JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from batchyard.cli import app
+from batchyard.demo import expected_counts, write_users
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_import_json_output_and_status(tmp_path, sqlite_url):
+    source = write_users(tmp_path / "users.csv", 300)
+    result = invoke("import", source, "--db", sqlite_url, "--chunk-size", "100", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {k: summary[k] for k in expected_counts(300)} == expected_counts(300)
+    assert summary["status"] == "completed" and summary["duration_seconds"] > 0
+    status = invoke("status", summary["batch_id"], "--db", sqlite_url, "--json")
+    assert status.exit_code == 0
+    assert json.loads(status.stdout)["success"] == summary["success"]
+    text = invoke("status", summary["batch_id"], "--db", sqlite_url)
+    assert f"batch {summary['batch_id']}: completed" in text.stdout
+    assert "total 300  success 279  failed 18  ignored 3  (100.0%)" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["import", "{tmp}/missing.csv"], "error: {tmp}/missing.csv: no such file"),
+        (["import", "{users}", "--schema", "nope"],
+         "error: unknown schema 'nope': use one of orders, users or module:Class"),
+        (["import", "{users}", "--schema", "no_such_module:Model"],
+         "error: schema 'no_such_module:Model': cannot import module 'no_such_module': "
+         "No module named 'no_such_module'"),
+        (["import", "{users}", "--db", "sqlite:///{tmp}/no/such/dir/x.db"],
+         "error: cannot connect to sqlite:///{tmp}/no/such/dir/x.db: unable to open database file"),
+        (["import", "{users}", "--db", "postgresql://bob:secret@127.0.0.1:1/x"],
+         "error: cannot connect to postgresql+psycopg://bob:***@127.0.0.1:1/x: connection failed:"),
+        (["import", "{users}", "--table", "users; drop table x"],
+         "error: invalid table name 'users; drop table x': use letters, digits and underscores"),
+        (["import", "{tmp}/fake.parquet"], "error: {tmp}/fake.parquet: not a parquet file"),
+        (["import", "{users}", "--format", "xml"], "error: invalid source option: format:"),
+        (["status", "nope", "--db", "sqlite:///{tmp}/x.db"], "error: no batch 'nope' in sqlite:///"),
+    ],
+)
+def test_fatal_problems_exit_non_zero_with_one_line(tmp_path, args, message):
+    users = write_users(tmp_path / "users.csv", 10)
+    (tmp_path / "fake.parquet").write_text("id,email\n1,a@b.c\n")
+    args = [a.format(tmp=tmp_path, users=users) for a in args]
+    result = invoke(*args)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(message.format(tmp=tmp_path)), lines[0]
+    assert "secret" not in result.stderr
+
+
+def test_completed_batch_id_is_refused_then_fresh(tmp_path, sqlite_url):
+    source = write_users(tmp_path / "users.csv", 20, bad=False)
+    assert invoke("import", source, "--db", sqlite_url, "--batch-id", "n1").exit_code == 0
+    again = invoke("import", source, "--db", sqlite_url, "--batch-id", "n1")
+    assert again.exit_code == 1
+    assert again.stderr.strip() == (
+        "error: batch n1 already completed (20 loaded); pass --fresh to import it again")
+    fresh = invoke("import", source, "--db", sqlite_url, "--batch-id", "n1", "--fresh", "--json")
+    assert fresh.exit_code == 0 and json.loads(fresh.stdout)["success"] == 20
+
+
+def _cli_env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               BATCHYARD_WORK_DIR=str(tmp_path / "work"))
+    return env
+
+
+@pytest.mark.slow
+def test_real_command_in_ephemeral_mode_ends_without_traceback(tmp_path):
+    """The installed console script, no Prefect server configured: a temporary one starts and
+    stops, stdout is exactly the JSON summary, and nothing on stderr looks like a crash."""
+    source = write_users(tmp_path / "users.csv", 1_000)
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    command = [str(Path(sys.executable).with_name("batchyard")), "import", str(source), "--db", db,
+               "--chunk-size", "250", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=_cli_env(tmp_path),
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert {k: summary[k] for k in expected_counts(1_000)} == expected_counts(1_000)
+    for noise in ("Traceback", "CancelledError", "Exception ignored", "RuntimeWarning"):
+        assert noise not in done.stderr, done.stderr
