@@ -1,15 +1,33 @@
-"""Engines for target databases: SQLite (the embedded default) and PostgreSQL."""
+"""Database access for targets and the ledger: SQLite (the embedded default) and PostgreSQL.
+
+Everything goes through a `Session`, whose `execute` takes SQLAlchemy Core statements, so the
+ledger is written once. PostgreSQL sessions are SQLAlchemy connections (psycopg 3; rows arrive by
+COPY). SQLite sessions are ADBC connections: the ADBC driver binds whole Arrow columns in C, so
+loaded rows never become Python objects, which is where a Python loader spends most of its time.
+batchyard never opens a SQLite file through Python's own sqlite3 module as well: two SQLite
+libraries in one process must not share a file (their POSIX locks would undo each other).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy import event
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from batchyard.errors import ConfigurationError
 from batchyard.settings import get_settings
+
+_SQLITE = sqlite_dialect.dialect(paramstyle="qmark")
 
 
 def normalise_url(url: str) -> sa.URL:
@@ -20,6 +38,13 @@ def normalise_url(url: str) -> sa.URL:
         raise ConfigurationError(f"not a database URL: {safe_url(url)!r}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and not parsed.database:
+        raise ConfigurationError("in-memory SQLite is not supported: use sqlite:///path/to/file.db")
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigurationError(
+            f"unsupported database {backend!r} in {safe_url(parsed)}: use sqlite:/// or postgresql://"
+        )
     return parsed
 
 
@@ -31,54 +56,227 @@ def safe_url(url: str | sa.URL) -> str:
         return "<unparseable url>"
 
 
-def _sqlite_setup(engine: sa.Engine, busy_timeout: float) -> None:
-    """WAL and immediate transactions, so parallel chunk commits queue instead of deadlocking."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 @functools.lru_cache(maxsize=16)
 def get_engine(url: str) -> sa.Engine:
-    parsed = normalise_url(url)
-    settings = get_settings()
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed, connect_args={"timeout": settings.sqlite_busy_timeout,
-                                                        "check_same_thread": False})
-        _sqlite_setup(engine, settings.sqlite_busy_timeout)
-    elif parsed.get_backend_name() == "postgresql":
-        engine = sa.create_engine(parsed, pool_size=12, max_overflow=4, pool_pre_ping=True)
-    else:
+    """SQLAlchemy engine for PostgreSQL targets."""
+    return sa.create_engine(normalise_url(url), pool_size=12, max_overflow=4, pool_pre_ping=True)
+
+
+class Rows:
+    """The slice of SQLAlchemy's Result API the ledger uses."""
+
+    def __init__(self, columns: list[str], rows: list[tuple], rowcount: int):
+        self.columns, self.rows, self.rowcount = columns, rows, rowcount
+
+    def scalar_one(self) -> Any:
+        (row,) = self.rows
+        return row[0]
+
+    def mappings(self) -> list[dict]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+class SqliteSession:
+    """SQLAlchemy Core statements and bulk Arrow loads on one ADBC SQLite connection."""
+
+    dialect_name = "sqlite"
+    placeholder = "?"
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.cursor = connection.cursor()
+
+    @staticmethod
+    def _compile(statement, keys: list[str] | None = None):
+        compiled = statement.compile(dialect=_SQLITE, column_keys=keys,
+                                     compile_kwargs={"render_postcompile": True})
+        processors = compiled._bind_processors
+
+        def bind(values: dict) -> tuple:
+            out = []
+            for name in compiled.positiontup or ():
+                value = values[name]
+                processor = processors.get(name)
+                out.append(processor(value) if processor and value is not None else value)
+            return tuple(out)
+
+        return str(compiled), compiled.params, bind
+
+    def execute(self, statement, rows: list[dict] | None = None) -> Rows:
+        if rows:
+            text, params, bind = self._compile(statement, list(rows[0]))
+            self.cursor.executemany(text, [bind({**params, **r}) for r in rows])
+            return Rows([], [], len(rows))
+        text, params, bind = self._compile(statement)
+        return self.sql(text, bind(params))
+
+    def sql(self, text: str, params: tuple = ()) -> Rows:
+        self.cursor.execute(text, params or None)
+        if self.cursor.description:
+            columns = [d[0] for d in self.cursor.description]
+            return Rows(columns, self.cursor.fetchall(), -1)
+        self.cursor.execute("SELECT changes()")
+        return Rows([], [], self.cursor.fetchall()[0][0])
+
+    def stream(self, statement, size: int = 10_000) -> Iterator[tuple]:
+        text, params, bind = self._compile(statement)
+        self.cursor.execute(text, bind(params) or None)
+        while batch := self.cursor.fetchmany(size):
+            yield from batch
+
+    def ingest(self, name: str, data: pa.Table) -> None:
+        self.cursor.adbc_ingest(name, data, mode="create_append", temporary=True)
+
+    def ingest_into(self, name: str, data: pa.Table) -> None:
+        self.cursor.adbc_ingest(name, data, mode="append")
+
+    @staticmethod
+    def is_conflict(exc: Exception) -> bool:
+        import adbc_driver_manager
+
+        return isinstance(exc, adbc_driver_manager.Error) and "constraint failed" in str(exc)
+
+    def create(self, metadata: sa.MetaData) -> None:
+        for table in metadata.sorted_tables:
+            self.sql(str(CreateTable(table, if_not_exists=True).compile(dialect=_SQLITE)))
+            for index in table.indexes:
+                self.sql(str(CreateIndex(index, if_not_exists=True).compile(dialect=_SQLITE)))
+
+    def describe(self, table: str) -> tuple[list[str], list[str]] | None:
+        """Column names and primary key of an existing table, or None."""
+        info = self.sql("SELECT name, pk FROM pragma_table_info(?) ORDER BY cid", (table,)).rows
+        if not info:
+            return None
+        return [r[0] for r in info], [r[0] for r in sorted(info, key=lambda r: r[1]) if r[1]]
+
+
+class PostgresSession:
+    """A SQLAlchemy connection (PostgreSQL) with the same interface."""
+
+    dialect_name = "postgresql"
+    placeholder = "%s"
+
+    def __init__(self, connection: sa.Connection):
+        self.connection = connection
+
+    def execute(self, statement, rows: list[dict] | None = None) -> Rows:
+        result = self.connection.execute(statement, rows) if rows else \
+            self.connection.execute(statement)
+        if result.returns_rows:
+            return Rows(list(result.keys()), [tuple(r) for r in result], result.rowcount)
+        return Rows([], [], result.rowcount)
+
+    def sql(self, text: str, params: tuple = ()) -> Rows:
+        with self.connection.connection.driver_connection.cursor() as cursor:
+            cursor.execute(text, params or None)
+            if cursor.description:
+                return Rows([d[0] for d in cursor.description], cursor.fetchall(), -1)
+            return Rows([], [], cursor.rowcount)
+
+    def stream(self, statement, size: int = 10_000) -> Iterator[tuple]:
+        yield from self.connection.execution_options(yield_per=size).execute(statement)
+
+    def create(self, metadata: sa.MetaData) -> None:
+        metadata.create_all(self.connection, checkfirst=True)
+
+    def describe(self, table: str) -> tuple[list[str], list[str]] | None:
+        inspector = sa.inspect(self.connection)
+        if not inspector.has_table(table):
+            return None
+        columns = [c["name"] for c in inspector.get_columns(table)]
+        return columns, inspector.get_pk_constraint(table).get("constrained_columns") or []
+
+
+Session = SqliteSession | PostgresSession
+
+
+def _sqlite_connect(path: str):
+    import adbc_driver_sqlite.dbapi as adbc
+
+    if not Path(path).parent.is_dir():
         raise ConfigurationError(
-            f"unsupported database {parsed.get_backend_name()!r} in {safe_url(parsed)}: "
-            "use sqlite:/// or postgresql://"
+            f"cannot connect to sqlite:///{path}: unable to open database file "
+            f"(no directory {Path(path).parent})"
         )
-    return engine
+    connection = adbc.connect(path, autocommit=True)
+    cursor = connection.cursor()
+    timeout_ms = int(get_settings().sqlite_busy_timeout * 1000)
+    for pragma in (f"PRAGMA busy_timeout = {timeout_ms}", "PRAGMA journal_mode = WAL",
+                   "PRAGMA synchronous = NORMAL", "PRAGMA temp_store = MEMORY",
+                   "PRAGMA wal_autocheckpoint = 20000", "PRAGMA cache_size = -65536"):
+        cursor.execute(pragma)
+        if cursor.description:
+            cursor.fetchall()
+    cursor.close()
+    return connection
 
 
-def check_connection(url: str) -> sa.Engine:
-    """Connect once, so an unreachable database is a one-line error before any work starts."""
-    engine = get_engine(url)
+_local = threading.local()
+_CACHED_PER_THREAD = 4
+
+
+def _cached_sqlite(path: str):
+    """Connections stay open per thread: closing the last one checkpoints the whole WAL, which
+    would cost every chunk a full checkpoint."""
+    cache: OrderedDict = getattr(_local, "sqlite", None) or OrderedDict()
+    _local.sqlite = cache
+    connection = cache.pop(path, None) or _sqlite_connect(path)
+    cache[path] = connection
+    while len(cache) > _CACHED_PER_THREAD:
+        _, old = cache.popitem(last=False)
+        with contextlib.suppress(Exception):
+            old.close()
+    return connection
+
+
+def _forget_sqlite(path: str) -> None:
+    cache = getattr(_local, "sqlite", None) or {}
+    connection = cache.pop(path, None)
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+@contextlib.contextmanager
+def session(db: str, write: bool = False) -> Iterator[Session]:
+    """A session on `db`; with `write`, one transaction committed at the end of the block
+    (SQLite takes its write lock at the start, so concurrent chunk commits queue, never deadlock)."""
+    url = normalise_url(db)
+    if url.get_backend_name() == "postgresql":
+        engine = get_engine(db)
+        with engine.begin() if write else engine.connect() as connection:
+            yield PostgresSession(connection)
+        return
+    path = str(Path(url.database).resolve())
+    connection = _cached_sqlite(path)
+    current = SqliteSession(connection)
     try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except sa.exc.SQLAlchemyError as exc:
+        if write:
+            current.cursor.execute("BEGIN IMMEDIATE")
+        yield current
+        if write:
+            current.cursor.execute("COMMIT")
+    except BaseException:
+        if write:
+            try:
+                current.cursor.execute("ROLLBACK")
+            except Exception:
+                _forget_sqlite(path)
+        raise
+    finally:
+        current.cursor.close()
+
+
+def check_connection(db: str) -> None:
+    """Connect once, so an unreachable database is a one-line error before any work starts."""
+    try:
+        with session(db) as current:
+            current.sql("SELECT 1")
+    except ConfigurationError:
+        raise
+    except Exception as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise ConfigurationError(
-            f"cannot connect to {safe_url(normalise_url(url))}: {reason}"
-        ) from None
-    return engine
-
-
-def is_sqlite(engine: sa.Engine) -> bool:
-    return engine.dialect.name == "sqlite"
+        raise ConfigurationError(f"cannot connect to {safe_url(normalise_url(db))}: {reason}") from None

@@ -81,8 +81,8 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def ensure_ledger(engine: sa.Engine) -> None:
-    metadata.create_all(engine, checkfirst=True)
+def ensure_ledger(session) -> None:
+    session.create(metadata)
 
 
 @dataclass
@@ -104,18 +104,27 @@ class RecordEntry:
         }
 
 
-def get_batch(connection: sa.Connection, batch_id: str) -> dict | None:
-    row = connection.execute(sa.select(batches).where(batches.c.batch_id == batch_id)).mappings()
-    found = row.first()
-    return dict(found) if found else None
+def get_batch(connection, batch_id: str) -> dict | None:
+    found = connection.execute(sa.select(batches).where(batches.c.batch_id == batch_id)).mappings()
+    return _with_times(found[0]) if found else None
 
 
-def create_batch(connection: sa.Connection, **values) -> None:
+def _with_times(row: dict) -> dict:
+    """SQLite hands timestamps back as text; make them datetimes as PostgreSQL does."""
+    for name in ("created_at", "started_at", "finished_at", "committed_at"):
+        value = row.get(name)
+        if isinstance(value, str):
+            parsed = dt.datetime.fromisoformat(value)
+            row[name] = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return row
+
+
+def create_batch(connection, **values) -> None:
     connection.execute(batches.insert().values(status="pending", total=0, success=0, failed=0,
                                                ignored=0, created_at=now(), **values))
 
 
-def start_batch(connection: sa.Connection, batch_id: str, flow_run_id: str | None) -> None:
+def start_batch(connection, batch_id: str, flow_run_id: str | None) -> None:
     """pending/failed/cancelled → running; refused while another run holds it."""
     result = connection.execute(
         batches.update()
@@ -129,7 +138,7 @@ def start_batch(connection: sa.Connection, batch_id: str, flow_run_id: str | Non
         raise BatchStateError(f"batch {batch_id} is {state['status'] if state else 'missing'}")
 
 
-def record_plan(connection: sa.Connection, batch_id: str, total: int, chunk_rows: Iterable,
+def record_plan(connection, batch_id: str, total: int, chunk_rows: Iterable,
                 chunk_size: int) -> None:
     """Write the chunk boundaries once; a resumed batch keeps the ones it already has."""
     existing = connection.execute(
@@ -144,21 +153,20 @@ def record_plan(connection: sa.Connection, batch_id: str, total: int, chunk_rows
                        .values(total=total, chunk_size=chunk_size, chunks=len(rows)))
 
 
-def committed_chunks(connection: sa.Connection, batch_id: str) -> dict[int, dict]:
+def committed_chunks(connection, batch_id: str) -> dict[int, dict]:
     rows = connection.execute(
         sa.select(chunks).where(chunks.c.batch_id == batch_id, chunks.c.status == "committed")
     ).mappings()
-    return {r["chunk_index"]: dict(r) for r in rows}
+    return {r["chunk_index"]: r for r in rows}
 
 
-def planned_chunks(connection: sa.Connection, batch_id: str) -> list[dict]:
-    rows = connection.execute(
+def planned_chunks(connection, batch_id: str) -> list[dict]:
+    return connection.execute(
         sa.select(chunks).where(chunks.c.batch_id == batch_id).order_by(chunks.c.chunk_index)
     ).mappings()
-    return [dict(r) for r in rows]
 
 
-def claim_chunk(connection: sa.Connection, batch_id: str, chunk_index: int) -> bool:
+def claim_chunk(connection, batch_id: str, chunk_index: int) -> bool:
     """Take the chunk's row lock for this transaction; False if it was committed already."""
     result = connection.execute(
         chunks.update()
@@ -169,7 +177,7 @@ def claim_chunk(connection: sa.Connection, batch_id: str, chunk_index: int) -> b
     return result.rowcount == 1
 
 
-def commit_chunk(connection: sa.Connection, batch_id: str, chunk_index: int, success: int,
+def commit_chunk(connection, batch_id: str, chunk_index: int, success: int,
                  entries: list[RecordEntry]) -> None:
     """Record a loaded chunk: its failed/ignored records, its counts, the batch's counters."""
     at = now()
@@ -196,7 +204,7 @@ def commit_chunk(connection: sa.Connection, batch_id: str, chunk_index: int, suc
     )
 
 
-def fail_chunk(connection: sa.Connection, batch_id: str, chunk_index: int, n_rows: int,
+def fail_chunk(connection, batch_id: str, chunk_index: int, n_rows: int,
                error: str) -> None:
     """A chunk that exhausted its retries: its records count as failed until it is resumed."""
     result = connection.execute(
@@ -210,7 +218,7 @@ def fail_chunk(connection: sa.Connection, batch_id: str, chunk_index: int, n_row
                            .values(failed=batches.c.failed + n_rows))
 
 
-def reopen_failed_chunks(connection: sa.Connection, batch_id: str) -> None:
+def reopen_failed_chunks(connection, batch_id: str) -> None:
     """Before a resume: failed chunks go back to pending and their records stop counting."""
     failed = connection.execute(
         sa.select(sa.func.coalesce(sa.func.sum(chunks.c.failed), 0))
@@ -224,7 +232,7 @@ def reopen_failed_chunks(connection: sa.Connection, batch_id: str) -> None:
                        .values(failed=batches.c.failed - failed))
 
 
-def finish_batch(connection: sa.Connection, batch_id: str, status: str, error: str | None = None,
+def finish_batch(connection, batch_id: str, status: str, error: str | None = None,
                  error_code: str | None = None, rejects_file: str | None = None) -> dict:
     connection.execute(
         batches.update().where(batches.c.batch_id == batch_id).values(
@@ -235,7 +243,7 @@ def finish_batch(connection: sa.Connection, batch_id: str, status: str, error: s
     return get_batch(connection, batch_id)
 
 
-def failure_reasons(connection: sa.Connection, batch_id: str, limit: int = 10) -> list[tuple]:
+def failure_reasons(connection, batch_id: str, limit: int = 10) -> list[tuple]:
     count = sa.func.count().label("n")
     return list(connection.execute(
         sa.select(records.c.status, records.c.reason, count)
@@ -246,20 +254,19 @@ def failure_reasons(connection: sa.Connection, batch_id: str, limit: int = 10) -
     ))
 
 
-def sample_records(connection: sa.Connection, batch_id: str, status: str = "failed",
+def sample_records(connection, batch_id: str, status: str = "failed",
                    limit: int = 5) -> list[dict]:
-    return [dict(r) for r in connection.execute(
+    return connection.execute(
         sa.select(records.c.row_number, records.c.error, records.c.payload)
         .where(records.c.batch_id == batch_id, records.c.status == status)
         .order_by(records.c.row_number).limit(limit)
-    ).mappings()]
+    ).mappings()
 
 
-def iter_records(connection: sa.Connection, batch_id: str, status: str = "failed"):
-    result = connection.execution_options(yield_per=10_000).execute(
+def iter_records(session, batch_id: str, status: str = "failed"):
+    yield from session.stream(
         sa.select(records.c.row_number, records.c.error_code, records.c.error,
                   records.c.payload)
         .where(records.c.batch_id == batch_id, records.c.status == status)
         .order_by(records.c.row_number)
     )
-    yield from result

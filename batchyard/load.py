@@ -34,11 +34,18 @@ SQL_TYPES = {
 }
 
 
+def _sql_type(kind: str, sole_key: bool):
+    """A single integer key is SQLite's INTEGER PRIMARY KEY (the rowid): no second index."""
+    if kind == "int" and sole_key:
+        return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    return SQL_TYPES[kind]()
+
+
 def target_table(plan: SchemaPlan, name: str) -> sa.Table:
     check_identifier(name)
     metadata = sa.MetaData()
     columns = [
-        sa.Column(check_identifier(c.name, "column name"), SQL_TYPES[c.kind](),
+        sa.Column(check_identifier(c.name, "column name"), _sql_type(c.kind, plan.key == (c.name,)),
                   primary_key=c.name in plan.key, nullable=c.name not in plan.key)
         for c in plan.columns
     ]
@@ -50,23 +57,21 @@ def target_table(plan: SchemaPlan, name: str) -> sa.Table:
     return sa.Table(name, metadata, *columns)
 
 
-def ensure_table(engine: sa.Engine, plan: SchemaPlan, name: str) -> sa.Table:
+def ensure_table(session, plan: SchemaPlan, name: str) -> sa.Table:
     """Create the target table if missing; refuse one that lacks a column the load writes."""
     table = target_table(plan, name)
-    inspector = sa.inspect(engine)
-    if not inspector.has_table(name):
-        table.metadata.create_all(engine)
+    existing = session.describe(name)
+    if existing is None:
+        session.create(table.metadata)
         return table
-    existing = {c["name"] for c in inspector.get_columns(name)}
-    missing = [c.name for c in table.columns if c.name not in existing]
+    columns, keys = existing
+    missing = [c.name for c in table.columns if c.name not in columns]
     if missing:
         raise ConfigurationError(
             f"table {name} exists but has no column(s) {', '.join(missing)}; "
             "use another --table or add them"
         )
-    keys = inspector.get_pk_constraint(name).get("constrained_columns") or []
-    unique = [set(u["column_names"]) for u in inspector.get_unique_constraints(name)]
-    if set(keys) != set(plan.key) and set(plan.key) not in unique:
+    if set(keys) != set(plan.key):
         raise ConfigurationError(
             f"table {name} exists but its primary key is ({', '.join(keys) or 'none'}), "
             f"not ({', '.join(plan.key)})"
@@ -80,18 +85,6 @@ class LoadResult:
     duplicates: list[tuple[int, int, dict]]  # (row_number, first_row, key values)
 
 
-def _sqlite_columns(table: pa.Table) -> list[list]:
-    """Python values in the shapes sqlite3 stores natively (dates as ISO text, bools as ints)."""
-    columns = []
-    for column in table.columns:
-        if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):
-            column = pc.cast(column, pa.string())
-        elif pa.types.is_boolean(column.type):
-            column = pc.cast(column, pa.int8())
-        columns.append(column.to_pylist())
-    return columns
-
-
 def _update_clause(names: list[str], key: tuple[str, ...], table: str) -> str:
     assignments = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key)
     return (
@@ -100,85 +93,89 @@ def _update_clause(names: list[str], key: tuple[str, ...], table: str) -> str:
     )
 
 
-def _find_duplicates(cursor, table: str, key: tuple[str, ...], data: pa.Table, batch_id: str,
-                     placeholder: str) -> list[tuple[int, int, dict]]:
-    """Records of this chunk whose key another record of the same batch wrote first."""
-    mine = {tuple(r[k] for k in key): r[ROW] for r in data.select([*key, ROW]).to_pylist()}
-    found = []
-    keys = list(mine)
-    key_sql = ", ".join(quote(k) for k in key)
-    for start in range(0, len(keys), 500):
-        part = keys[start:start + 500]
-        if len(key) == 1:
-            condition = f"{quote(key[0])} IN ({', '.join([placeholder] * len(part))})"
-            params = [k[0] for k in part]
-        else:
-            one = "(" + " AND ".join(f"{quote(k)} = {placeholder}" for k in key) + ")"
-            condition = " OR ".join([one] * len(part))
-            params = [v for k in part for v in k]
-        cursor.execute(
-            f"SELECT {key_sql}, {quote(ROW)} FROM {quote(table)} "
-            f"WHERE {quote(BATCH)} = {placeholder} AND ({condition})",
-            [batch_id, *params],
-        )
-        for *values, first_row in cursor.fetchall():
-            values = tuple(values)
-            if values in mine and mine[values] != first_row:
-                found.append((mine[values], first_row, dict(zip(key, values, strict=True))))
-    return found
+def stage_name(table: str) -> str:
+    return check_identifier(f"_batchyard_stage_{table}"[:63], "staging table")
 
 
-def load_sqlite(dbapi, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
-                ) -> LoadResult:
-    names = [*data.column_names, BATCH]
-    columns = [*_sqlite_columns(data), [batch_id] * data.num_rows]
-    sql = (
-        f"INSERT INTO {quote(table)} ({', '.join(quote(n) for n in names)}) "
-        f"VALUES ({', '.join('?' * len(names))}) {_update_clause(names, key, table)}"
-    ).replace("IS DISTINCT FROM", "IS NOT")
-    cursor = dbapi.cursor()
-    cursor.executemany(sql, zip(*columns, strict=True))
-    written = cursor.rowcount
-    duplicates = []
-    if written < data.num_rows:
-        duplicates = _find_duplicates(cursor, table, key, data, batch_id, "?")
-    cursor.close()
-    return LoadResult(written, duplicates)
+def sqlite_arrow(data: pa.Table) -> pa.Table:
+    """Arrow types as SQLite stores them (dates as ISO text, booleans as integers)."""
+    for i, column in enumerate(data.columns):
+        if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):
+            data = data.set_column(i, data.field(i).name, pc.cast(column, pa.string()))
+        elif pa.types.is_boolean(column.type):
+            data = data.set_column(i, data.field(i).name, pc.cast(column, pa.int8()))
+    return data
 
 
-def load_postgres(dbapi, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
-                  ) -> LoadResult:
-    """COPY the chunk into a temporary table, then upsert from it in one statement."""
-    data = data.append_column(BATCH, pa.array([batch_id] * data.num_rows, pa.string()))
+def _copy_postgres(session, stage: str, table: str, data: pa.Table) -> None:
     names = ", ".join(quote(n) for n in data.column_names)
     buffer = io.BytesIO()
     pcsv.write_csv(data, buffer, write_options=pcsv.WriteOptions(include_header=False))
-    with dbapi.cursor() as cursor:
+    cursor = session.connection.connection.driver_connection.cursor()
+    with cursor:
         cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS _batchyard_stage (LIKE {quote(table)}) "
+            f"CREATE TEMP TABLE IF NOT EXISTS {quote(stage)} (LIKE {quote(table)}) "
             "ON COMMIT DELETE ROWS"
         )
-        cursor.execute("TRUNCATE _batchyard_stage")
-        with cursor.copy(f"COPY _batchyard_stage ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
+        cursor.execute(f"TRUNCATE {quote(stage)}")
+        with cursor.copy(f"COPY {quote(stage)} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(buffer.getbuffer())
-        cursor.execute(
-            f"INSERT INTO {quote(table)} AS {quote(table)} ({names}) "
-            f"SELECT {names} FROM _batchyard_stage "
-            f"{_update_clause(data.column_names, key, table)}"
-        )
-        written = cursor.rowcount
-        duplicates = []
-        if written < data.num_rows:
-            duplicates = _find_duplicates(cursor, table, key, data, batch_id, "%s")
-    return LoadResult(written, duplicates)
 
 
-def load_rows(connection: sa.Connection, table: str, data: pa.Table, key: tuple[str, ...],
-              batch_id: str) -> LoadResult:
-    """Upsert `data` inside the caller's transaction (so the ledger commits with it)."""
+def _append_directly(session, table: str, data: pa.Table) -> bool:
+    """The fast path for new keys: append straight into the table. Any conflict (a key from an
+    earlier batch, or from another chunk of this one) undoes it and the upsert path takes over."""
+    session.sql("SAVEPOINT batchyard_append")
+    try:
+        session.ingest_into(table, sqlite_arrow(data))
+    except Exception as exc:
+        if not session.is_conflict(exc):
+            raise
+        session.sql("ROLLBACK TO batchyard_append")
+        session.sql("RELEASE batchyard_append")
+        return False
+    session.sql("RELEASE batchyard_append")
+    return True
+
+
+def load_rows(session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
+              ) -> LoadResult:
+    """Upsert `data` by key inside the session's transaction (the ledger commits with it).
+
+    Rows go to a temporary staging table in bulk (ADBC ingest on SQLite, COPY on PostgreSQL),
+    then one INSERT ... SELECT ... ON CONFLICT moves them. A key that another record of this
+    batch already wrote is left alone and reported, so re-running a chunk never double-writes.
+    """
     if data.num_rows == 0:
         return LoadResult(0, [])
-    dbapi = connection.connection.driver_connection
-    if connection.dialect.name == "sqlite":
-        return load_sqlite(dbapi, table, data, key, batch_id)
-    return load_postgres(dbapi, table, data, key, batch_id)
+    data = data.append_column(BATCH, pa.array([batch_id] * data.num_rows, pa.string()))
+    stage = stage_name(table)
+    if session.dialect_name == "sqlite" and _append_directly(session, table, data):
+        return LoadResult(data.num_rows, [])
+    if session.dialect_name == "sqlite":
+        session.sql(f"DROP TABLE IF EXISTS temp.{quote(stage)}")
+        session.ingest(stage, sqlite_arrow(data))
+        source = f"temp.{quote(stage)}"
+    else:
+        _copy_postgres(session, stage, table, data)
+        source = quote(stage)
+    names = ", ".join(quote(n) for n in data.column_names)
+    update = _update_clause(data.column_names, key, table)
+    if session.dialect_name == "sqlite":
+        update = update.replace("IS DISTINCT FROM", "IS NOT")
+    written = session.sql(
+        f"INSERT INTO {quote(table)} ({names}) SELECT {names} FROM {source} WHERE true {update}"
+    ).rowcount
+    duplicates = []
+    if written < data.num_rows:
+        join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
+        found = session.sql(
+            f"SELECT {', '.join('s.' + quote(k) for k in key)}, s.{quote(ROW)}, t.{quote(ROW)} "
+            f"FROM {source} s JOIN {quote(table)} t ON {join} "
+            f"WHERE t.{quote(BATCH)} = {session.placeholder} "
+            f"AND t.{quote(ROW)} <> s.{quote(ROW)} ORDER BY s.{quote(ROW)}",
+            (batch_id,),
+        )
+        duplicates = [(r[len(key)], r[len(key) + 1], dict(zip(key, r[:len(key)], strict=True)))
+                      for r in found]
+    return LoadResult(written, duplicates)

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from batchyard import ledger
-from batchyard.db import check_connection, get_engine, safe_url
+from batchyard.db import check_connection, safe_url, session
 from batchyard.errors import VALIDATION_ERROR, BatchStateError, ConfigurationError
 from batchyard.load import ensure_table, load_rows
 from batchyard.schemas import default_table, load_schema
@@ -64,10 +64,10 @@ def open_batch(job: ImportJob, chunk_size: int, flow_run_id: str | None = None,
                fresh: bool = False) -> dict:
     """Create (or take up again) the batch row and the target table; refuse a double start."""
     plan = load_schema(job.schema_name)
-    engine = check_connection(job.db)
-    ledger.ensure_ledger(engine)
-    ensure_table(engine, plan, job.table)
-    with engine.begin() as connection:
+    check_connection(job.db)
+    with session(job.db, write=True) as connection:
+        ledger.ensure_ledger(connection)
+        ensure_table(connection, plan, job.table)
         batch = ledger.get_batch(connection, job.batch_id)
         if batch is None:
             ledger.create_batch(connection, batch_id=job.batch_id, source=job.source,
@@ -107,8 +107,7 @@ def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: int,
     A resumed batch re-reads the source and must find the same boundaries it recorded.
     """
     plan = load_schema(job.schema_name)
-    engine = get_engine(job.db)
-    with engine.connect() as connection:
+    with session(job.db) as connection:
         recorded = ledger.planned_chunks(connection, job.batch_id)
     source_plan = spool_source(job.source, options, plan, spool_dir(job.batch_id),
                                _sizes(recorded, chunk_size))
@@ -120,7 +119,7 @@ def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: int,
                 f"batch {job.batch_id}: the source no longer matches the recorded chunks "
                 f"({len(want)} recorded, {len(got)} now); start a new batch or pass --fresh"
             )
-    with engine.begin() as connection:
+    with session(job.db, write=True) as connection:
         ledger.record_plan(connection, job.batch_id, source_plan.total, source_plan.chunks,
                            chunk_size)
         done = ledger.committed_chunks(connection, job.batch_id)
@@ -161,9 +160,9 @@ def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     ]
     valid, duplicates = dedupe(checked.valid, plan.key)
     output = derive(valid, plan)
-    output = output.select([*plan.output_schema().names, ROW])
-    engine = get_engine(job.db)
-    with engine.begin() as connection:
+    schema = plan.output_schema()
+    output = output.select([*schema.names, ROW]).cast(schema.append(pa.field(ROW, pa.int64())))
+    with session(job.db, write=True) as connection:
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
             return ChunkResult(ref.index, ref.n_rows, skipped=True)
         loaded = load_rows(connection, job.table, output, plan.key, job.batch_id)
@@ -185,7 +184,7 @@ def _duplicate_entry(row: int, first: int, key: dict) -> ledger.RecordEntry:
 
 
 def fail_chunk(job: ImportJob, ref: ChunkRef, error: str) -> None:
-    with get_engine(job.db).begin() as connection:
+    with session(job.db, write=True) as connection:
         ledger.fail_chunk(connection, job.batch_id, ref.index, ref.n_rows, error)
 
 
@@ -194,7 +193,7 @@ def write_rejects(job: ImportJob, path: Path) -> int:
     imported again; `_row_number` and `_error` come last."""
     plan = load_schema(job.schema_name)
     count = 0
-    with get_engine(job.db).connect() as connection, path.open("w", newline="") as handle:
+    with session(job.db) as connection, path.open("w", newline="") as handle:
         fields = [*plan.field_names, "_raw", "_row_number", "_error_code", "_error"]
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -213,8 +212,7 @@ def rejects_path(source: str, batch_id: str) -> Path:
 
 def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = None) -> dict:
     """Check the invariant, write the rejects file, and set the final status."""
-    engine = get_engine(job.db)
-    with engine.connect() as connection:
+    with session(job.db) as connection:
         batch = ledger.get_batch(connection, job.batch_id)
         states = [c["status"] for c in ledger.planned_chunks(connection, job.batch_id)]
     accounted = batch["success"] + batch["failed"] + batch["ignored"]
@@ -235,7 +233,7 @@ def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = N
         target = Path(rejects) if rejects else rejects_path(job.source, job.batch_id)
         if write_rejects(job, target):
             rejects_file = str(target)
-    with engine.begin() as connection:
+    with session(job.db, write=True) as connection:
         final = ledger.finish_batch(connection, job.batch_id, status, error, code, rejects_file)
     return final
 
@@ -243,7 +241,7 @@ def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = N
 def fail_batch(job: ImportJob, error: str, code: str) -> None:
     """A fatal error ends the batch as failed (resumable), with the one-line reason."""
     try:
-        with get_engine(job.db).begin() as connection:
+        with session(job.db, write=True) as connection:
             if ledger.get_batch(connection, job.batch_id):
                 ledger.finish_batch(connection, job.batch_id, "failed", error, code)
     except Exception:  # the database may be what failed; the caller reports the error anyway
@@ -300,10 +298,10 @@ def preflight(source: str, schema_name: str, db: str, table: str | None, batch_i
     check_identifier(job.table)
     if batch_id is not None:
         check_identifier(batch_id.replace("-", "_"), "batch id")
-    engine = check_connection(db)
+    check_connection(db)
     if batch_id is not None:
-        ledger.ensure_ledger(engine)
-        with engine.connect() as connection:
+        with session(db, write=True) as connection:
+            ledger.ensure_ledger(connection)
             check_startable(ledger.get_batch(connection, batch_id), fresh)
     return job, options
 
@@ -322,8 +320,8 @@ def check_startable(batch: dict | None, fresh: bool) -> None:
 
 
 def batch_summary(db: str, batch_id: str) -> dict | None:
-    engine = check_connection(db)
-    ledger.ensure_ledger(engine)
-    with engine.connect() as connection:
+    check_connection(db)
+    with session(db, write=True) as connection:
+        ledger.ensure_ledger(connection)
         batch = ledger.get_batch(connection, batch_id)
     return summary(batch) if batch else None

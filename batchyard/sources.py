@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
@@ -152,8 +153,8 @@ def _records(fields: list[str], columns: dict[str, Any], rows: list[int],
     n = len(rows)
     data = {f: columns.get(f, pa.nulls(n, pa.string())) for f in fields}
     data[ROW] = pa.array(rows, pa.int64())
-    data[PARSE_ERROR] = pa.array(errors if errors is not None else [None] * n, pa.string())
-    data[RAW] = pa.array(raws if raws is not None else [None] * n, pa.string())
+    data[PARSE_ERROR] = pa.array(errors, pa.string()) if errors is not None else pa.nulls(n, pa.string())
+    data[RAW] = pa.array(raws, pa.string()) if raws is not None else pa.nulls(n, pa.string())
     return pa.table(data)
 
 
@@ -208,11 +209,8 @@ def read_csv(path: Path, options: SourceOptions, mapping: dict[str, str], header
             break
         except pa.ArrowInvalid as exc:
             raise SourceError(f"{path}: near record {next_row}: {_arrow_message(exc)}") from None
-        rows = []
-        while len(rows) < batch.num_rows:
-            if next_row not in invalid:
-                rows.append(next_row)
-            next_row += 1
+        rows = _row_numbers(next_row, batch.num_rows, invalid)
+        next_row = int(rows[-1]) + 1 if len(rows) else next_row
         columns = {f: batch.column(header.index(mapping[f])) for f in fields}
         table = _records(fields, columns, rows)
         late = sorted(r for r in invalid if r < next_row)
@@ -223,6 +221,15 @@ def read_csv(path: Path, options: SourceOptions, mapping: dict[str, str], header
     tail = sorted(invalid)
     if tail:
         yield _ragged(fields, tail, invalid, expected, options.delimiter)
+
+
+def _row_numbers(first: int, count: int, invalid: dict[int, str]) -> np.ndarray:
+    """Record numbers of the `count` parsed rows from `first` on, skipping invalid records."""
+    skipped = np.array(sorted(r for r in invalid if r >= first), dtype=np.int64)
+    candidates = np.arange(first, first + count + len(skipped), dtype=np.int64)
+    if len(skipped):
+        candidates = candidates[~np.isin(candidates, skipped)]
+    return candidates[:count]
 
 
 def _ragged(fields: list[str], rows: list[int], invalid: dict[int, str], expected: int,

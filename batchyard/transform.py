@@ -27,7 +27,7 @@ def as_text(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
 def normalise_column(values: pa.ChunkedArray | pa.Array, markers: set[type]) -> pa.ChunkedArray:
     """Trim, apply case and spacing markers, and turn empty cells into nulls (missing values)."""
     text = pc.utf8_trim_whitespace(as_text(values))
-    if CollapseSpaces in markers:
+    if CollapseSpaces in markers and pc.any(pc.match_substring_regex(text, r"\s\s|[^\S ]")).as_py():
         text = pc.replace_substring_regex(text, r"\s+", " ")
     if Lower in markers:
         text = pc.utf8_lower(text)

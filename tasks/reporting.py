@@ -14,7 +14,7 @@ from prefect.artifacts import (
 from prefect.logging import get_run_logger
 
 from batchyard import ledger
-from batchyard.db import get_engine
+from batchyard.db import session
 from batchyard.pipeline import ChunkResult, ImportJob
 
 
@@ -75,7 +75,7 @@ def publish_summary(job: ImportJob, summary: dict) -> None:
         key=artifact_key(job.batch_id, "counts"),
         description=f"Final counts of batch {job.batch_id}",
     )
-    with get_engine(job.db).connect() as connection:
+    with session(job.db) as connection:
         reasons = ledger.failure_reasons(connection, job.batch_id)
         samples = ledger.sample_records(connection, job.batch_id)
     lines = [f"# Batch {job.batch_id}: {summary['status']}", "",

@@ -10,18 +10,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import sqlalchemy as sa
 
+from batchyard.db import session
 from batchyard.demo import expected_counts, users_table, write_users
 from batchyard.sources import SourceOptions
 from flows.batch_import import batch_import
 
 
 def rows(url: str, sql: str) -> list[tuple]:
-    from batchyard.db import get_engine
-
-    with get_engine(url).connect() as connection:
-        return [tuple(r) for r in connection.exec_driver_sql(sql)]
+    with session(url, write=True) as current:
+        return [tuple(r) for r in current.sql(sql)]
 
 
 def test_clean_file_loads_every_record(tmp_path, sqlite_url):
@@ -194,9 +192,8 @@ def test_completed_batch_is_not_run_again_unless_fresh(tmp_path, sqlite_url):
 def test_chunk_that_keeps_failing_is_recorded_and_others_go_on(tmp_path, sqlite_url):
     """A real constraint in the target rejects one chunk's rows at load time (a processing
     error, not bad data): it is retried, then marked failed; the other chunks commit."""
-    engine = sa.create_engine(sqlite_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(
+    with session(sqlite_url, write=True) as connection:
+        connection.sql(
             "create table users (id bigint primary key, email text, name text, age bigint, "
             "country text, signup_date date, balance float, _batch_id text, "
             "_row_number bigint, check (id < 150 or id > 199))"
@@ -254,10 +251,7 @@ def test_postgres_target_with_bad_rows_and_reimport(tmp_path, postgres_url, uniq
     assert rows(postgres_url, "select status, total, success from batchyard_batches "
                               f"where batch_id = '{second['batch_id']}'") == [
         ("completed", 3_000, want["success"])]
-    from batchyard.db import get_engine
-
-    with get_engine(postgres_url).begin() as connection:
-        connection.exec_driver_sql(f"drop table {unique_table}")
+    rows(postgres_url, f"drop table {unique_table}")
 
 
 def test_source_options_are_a_pydantic_model_for_the_ui():
