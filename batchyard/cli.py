@@ -100,8 +100,8 @@ def import_(
     from batchyard.pipeline import preflight
 
     try:
-        job, options = preflight(str(source), schema, db, table, batch_id, fmt, delimiter,
-                                 encoding, sheet, fresh)
+        job, options = preflight(str(source), schema, _resolve_db(db), table, batch_id, fmt,
+                                 delimiter, encoding, sheet, fresh)
     except BatchyardError as exc:
         fail(str(exc))
     from flows.batch_import import batch_import
@@ -115,6 +115,19 @@ def import_(
     _print_summary(summary, as_json)
     if summary["status"] != "completed":
         raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
+def _resolve_db(db: str) -> str:
+    """`block:NAME` needs Prefect (the block lives on its server); plain URLs do not."""
+    if not db.startswith("block:"):
+        return db
+    _prefect_environment()
+    from blocks.database import database_url
+
+    try:
+        return database_url(db)
+    except (ValueError, KeyError) as exc:
+        fail(f"cannot load database block {db!r}: {str(exc).splitlines()[0]}")
 
 
 def _finished(state, job) -> dict:
@@ -146,7 +159,7 @@ def status(
     from batchyard.pipeline import batch_summary
 
     try:
-        summary = batch_summary(db, batch_id)
+        summary = batch_summary(_resolve_db(db), batch_id)
     except BatchyardError as exc:
         fail(str(exc))
     if summary is None:

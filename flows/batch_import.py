@@ -11,6 +11,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from batchyard.pipeline import resolve_job
+from blocks.database import database_url
 from batchyard.sources import SourceOptions
 from tasks.chunks import close_batch, fail_chunk, import_chunk, open_batch, spool_chunks
 from tasks.concurrency import submit_bounded
@@ -21,7 +22,7 @@ from tasks.reporting import BatchProgress, publish_summary
 def batch_import(
     source: str,
     schema_name: str = "users",
-    db: str = "sqlite:///batchyard.db",
+    db: str = "sqlite:///batchyard.db",  # a URL, or block:NAME for a saved SqlAlchemyConnector
     table: str | None = None,
     chunk_size: int = 50_000,
     max_parallel: int = 10,
@@ -31,7 +32,7 @@ def batch_import(
     rejects_file: str | None = None,
 ) -> dict:
     """Import `source` into `table` of `db` as batch `batch_id` (new when not given)."""
-    job = resolve_job(source, schema_name, db, table, batch_id)
+    job = resolve_job(source, schema_name, database_url(db), table, batch_id)
     batch = open_batch(job, chunk_size, fresh)
     chunks, total, warnings = spool_chunks(job, options, chunk_size)
     progress = BatchProgress(job, total, batch)

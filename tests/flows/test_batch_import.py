@@ -259,3 +259,17 @@ def test_source_options_are_a_pydantic_model_for_the_ui():
     assert "options" in schema["properties"]
     assert schema["definitions"]["SourceOptions"]["properties"]["delimiter"]["default"] == ","
     assert SourceOptions().format is None
+
+
+def test_database_from_a_saved_sqlalchemy_connector_block(tmp_path):
+    from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
+
+    target = tmp_path / "from-block.db"
+    SqlAlchemyConnector(
+        connection_info=ConnectionComponents(driver=SyncDriver.SQLITE_PYSQLITE,
+                                             database=str(target))
+    ).save("batchyard-test-target", overwrite=True)
+    source = write_users(tmp_path / "users.csv", 30, bad=False)
+    summary = batch_import(str(source), db="block:batchyard-test-target")
+    assert summary["success"] == 30
+    assert rows(f"sqlite:///{target}", "select count(*) from users") == [(30,)]

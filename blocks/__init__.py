@@ -1,0 +1,1 @@
+"""Prefect blocks: saved connections and secrets, referred to by name."""
