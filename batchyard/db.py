@@ -145,6 +145,9 @@ class SqliteSession:
             for index in table.indexes:
                 self.sql(str(CreateIndex(index, if_not_exists=True).compile(dialect=_SQLITE)))
 
+    def add_column(self, table: str, column: sa.Column) -> None:
+        _add_column(self, table, column, _SQLITE)
+
     def describe(self, table: str) -> tuple[list[str], list[str]] | None:
         """Column names and primary key of an existing table, or None."""
         info = self.sql("SELECT name, pk FROM pragma_table_info(?) ORDER BY cid", (table,)).rows
@@ -182,6 +185,9 @@ class PostgresSession:
     def create(self, metadata: sa.MetaData) -> None:
         metadata.create_all(self.connection, checkfirst=True)
 
+    def add_column(self, table: str, column: sa.Column) -> None:
+        _add_column(self, table, column, self.connection.dialect)
+
     def describe(self, table: str) -> tuple[list[str], list[str]] | None:
         inspector = sa.inspect(self.connection)
         if not inspector.has_table(table):
@@ -191,6 +197,14 @@ class PostgresSession:
 
 
 Session = SqliteSession | PostgresSession
+
+
+def _add_column(session, table: str, column: sa.Column, dialect) -> None:
+    kind = column.type.compile(dialect=dialect)
+    default = ""
+    if column.server_default is not None:
+        default = " DEFAULT " + str(column.server_default.arg.compile(dialect=dialect))
+    session.sql(f'ALTER TABLE "{table}" ADD COLUMN "{column.name}" {kind}{default}')
 
 
 def _sqlite_connect(path: str):

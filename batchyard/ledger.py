@@ -40,6 +40,11 @@ batches = sa.Table(
     sa.Column("rejects_file", sa.Text),
     sa.Column("error", sa.Text),
     sa.Column("error_code", sa.String(32)),
+    sa.Column("options", sa.Text),
+    sa.Column("owner", sa.String(200)),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+    sa.Column("stop_requested", sa.Boolean, nullable=False, default=False,
+              server_default=sa.false()),
 )
 
 chunks = sa.Table(
@@ -82,7 +87,13 @@ def now() -> dt.datetime:
 
 
 def ensure_ledger(session) -> None:
+    """Create the ledger tables; add columns a newer batchyard needs to older ones."""
     session.create(metadata)
+    for table in metadata.sorted_tables:
+        columns, _ = session.describe(table.name)
+        for column in table.columns:
+            if column.name not in columns:
+                session.add_column(table.name, column)
 
 
 @dataclass
@@ -111,7 +122,7 @@ def get_batch(connection, batch_id: str) -> dict | None:
 
 def _with_times(row: dict) -> dict:
     """SQLite hands timestamps back as text; make them datetimes as PostgreSQL does."""
-    for name in ("created_at", "started_at", "finished_at", "committed_at"):
+    for name in ("created_at", "started_at", "finished_at", "committed_at", "heartbeat_at"):
         value = row.get(name)
         if isinstance(value, str):
             parsed = dt.datetime.fromisoformat(value)
@@ -121,21 +132,49 @@ def _with_times(row: dict) -> dict:
 
 def create_batch(connection, **values) -> None:
     connection.execute(batches.insert().values(status="pending", total=0, success=0, failed=0,
-                                               ignored=0, created_at=now(), **values))
+                                               ignored=0, created_at=now(), stop_requested=False,
+                                               **values))
 
 
-def start_batch(connection, batch_id: str, flow_run_id: str | None) -> None:
-    """pending/failed/cancelled → running; refused while another run holds it."""
+def start_batch(connection, batch_id: str, flow_run_id: str | None, owner: str,
+                previous_owner: str | None) -> None:
+    """→ running, owned by `owner`. The update only matches the state the caller checked (not
+    running, or running under the dead `previous_owner`), so of two racing starts one wins."""
+    condition = batches.c.status != "running"
+    if previous_owner is not None:
+        condition = sa.or_(condition, batches.c.owner == previous_owner)
     result = connection.execute(
         batches.update()
-        .where(batches.c.batch_id == batch_id, batches.c.status != "running",
-               batches.c.status != "completed")
+        .where(batches.c.batch_id == batch_id, batches.c.status != "completed", condition)
         .values(status="running", started_at=now(), finished_at=None, error=None,
-                error_code=None, flow_run_id=flow_run_id)
+                error_code=None, flow_run_id=flow_run_id, owner=owner, heartbeat_at=now(),
+                stop_requested=False)
     )
     if result.rowcount != 1:
-        state = get_batch(connection, batch_id)
-        raise BatchStateError(f"batch {batch_id} is {state['status'] if state else 'missing'}")
+        raise BatchStateError(f"batch {batch_id} is already running")
+
+
+def heartbeat(connection, batch_id: str, owner: str) -> bool:
+    """Refresh the lease; False when the stop flag is set."""
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id,
+                                              batches.c.owner == owner)
+                       .values(heartbeat_at=now()))
+    return not stop_requested(connection, batch_id)
+
+
+def stop_requested(connection, batch_id: str) -> bool:
+    found = connection.execute(
+        sa.select(batches.c.stop_requested).where(batches.c.batch_id == batch_id)
+    ).rows
+    return bool(found and found[0][0])
+
+
+def request_stop(connection, batch_id: str) -> bool:
+    result = connection.execute(
+        batches.update().where(batches.c.batch_id == batch_id, batches.c.status == "running")
+        .values(stop_requested=True)
+    )
+    return result.rowcount == 1
 
 
 def record_plan(connection, batch_id: str, total: int, chunk_rows: Iterable,
@@ -237,7 +276,7 @@ def finish_batch(connection, batch_id: str, status: str, error: str | None = Non
     connection.execute(
         batches.update().where(batches.c.batch_id == batch_id).values(
             status=status, finished_at=now(), error=error, error_code=error_code,
-            rejects_file=rejects_file,
+            rejects_file=rejects_file, owner=None, stop_requested=False,
         )
     )
     return get_batch(connection, batch_id)

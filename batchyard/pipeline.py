@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from batchyard import ledger
 from batchyard.db import check_connection, safe_url, session
 from batchyard.errors import VALIDATION_ERROR, BatchStateError, ConfigurationError
+from batchyard.lease import describe_owner, owner_alive, owner_id
 from batchyard.load import ensure_table, load_rows
 from batchyard.schemas import default_table, load_schema
 from batchyard.settings import get_settings
@@ -60,11 +61,16 @@ def resolve_job(source: str, schema_name: str, db: str, table: str | None,
                      schema_name=schema_name, db=db, table=table or default_table(plan))
 
 
-def open_batch(job: ImportJob, chunk_size: int, flow_run_id: str | None = None,
-               fresh: bool = False) -> dict:
-    """Create (or take up again) the batch row and the target table; refuse a double start."""
+def open_batch(job: ImportJob, chunk_size: int, options: SourceOptions | None = None,
+               flow_run_id: str | None = None, fresh: bool = False) -> dict:
+    """Create (or take up again) the batch row and the target table; refuse a double start.
+
+    A batch left `running` by a dead process (a crash, `kill -9`) is taken over at once; one
+    whose owner still lives is refused, also across processes and hosts.
+    """
     plan = load_schema(job.schema_name)
     check_connection(job.db)
+    options = options or SourceOptions()
     with session(job.db, write=True) as connection:
         ledger.ensure_ledger(connection)
         ensure_table(connection, plan, job.table)
@@ -72,13 +78,14 @@ def open_batch(job: ImportJob, chunk_size: int, flow_run_id: str | None = None,
         if batch is None:
             ledger.create_batch(connection, batch_id=job.batch_id, source=job.source,
                                 schema_name=job.schema_name, target_table=job.table,
-                                chunk_size=chunk_size)
+                                chunk_size=chunk_size, options=options.model_dump_json())
         check_startable(batch, fresh)
         if batch is not None and (fresh or batch["status"] == "completed"):
             reset_batch(connection, job.batch_id)
         elif batch is not None:
             ledger.reopen_failed_chunks(connection, job.batch_id)
-        ledger.start_batch(connection, job.batch_id, flow_run_id)
+        previous = batch["owner"] if batch and batch["status"] == "running" else None
+        ledger.start_batch(connection, job.batch_id, flow_run_id, owner_id(), previous)
         return ledger.get_batch(connection, job.batch_id)
 
 
@@ -315,8 +322,11 @@ def check_startable(batch: dict | None, fresh: bool) -> None:
             f"batch {batch['batch_id']} already completed ({batch['success']} loaded); "
             "pass --fresh to import it again"
         )
-    if batch["status"] == "running":
-        raise BatchStateError(f"batch {batch['batch_id']} is already running")
+    if batch["status"] == "running" and owner_alive(batch["owner"], batch["heartbeat_at"]):
+        raise BatchStateError(
+            f"batch {batch['batch_id']} is already running ({describe_owner(batch['owner'])}); "
+            f"stop it with: batchyard stop {batch['batch_id']}"
+        )
 
 
 def batch_summary(db: str, batch_id: str) -> dict | None:

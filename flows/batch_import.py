@@ -33,7 +33,7 @@ def batch_import(
 ) -> dict:
     """Import `source` into `table` of `db` as batch `batch_id` (new when not given)."""
     job = resolve_job(source, schema_name, database_url(db), table, batch_id)
-    batch = open_batch(job, chunk_size, fresh)
+    batch = open_batch(job, chunk_size, options, fresh)
     chunks, total, warnings = spool_chunks(job, options, chunk_size)
     progress = BatchProgress(job, total, batch)
     for warning in warnings:

@@ -27,8 +27,8 @@ def _delays() -> list[float]:
 
 
 @task(name="open-batch", cache_policy=NO_CACHE)
-def open_batch(job: ImportJob, chunk_size: int, fresh: bool = False) -> dict:
-    return pipeline.open_batch(job, chunk_size, flow_run_id=flow_run.get_id(), fresh=fresh)
+def open_batch(job: ImportJob, chunk_size: int, options: SourceOptions, fresh: bool = False) -> dict:
+    return pipeline.open_batch(job, chunk_size, options, flow_run_id=flow_run.get_id(), fresh=fresh)
 
 
 @task(name="spool-chunks", cache_policy=NO_CACHE)

@@ -1,0 +1,35 @@
+"""Named pause points for crash tests (Spring Batch style restart tests).
+
+With `BATCHYARD_PAUSE_AT=NAME:N` the N-th time a run reaches point NAME it writes
+`BATCHYARD_PAUSE_FILE` and sleeps, so that a test can `kill -9` it at exactly that moment.
+Unset (always, outside tests), a pause point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+
+_hits: Counter = Counter()
+_lock = threading.Lock()
+
+
+def pause_point(name: str) -> None:
+    wanted = os.environ.get("BATCHYARD_PAUSE_AT")
+    if not wanted:
+        return
+    point, _, count = wanted.partition(":")
+    if point != name:
+        return
+    with _lock:
+        _hits[name] += 1
+        reached = _hits[name] == int(count or 1)
+    if reached:
+        marker = os.environ.get("BATCHYARD_PAUSE_FILE")
+        if marker:
+            with open(marker, "w") as handle:
+                handle.write(f"{name} {os.getpid()}\n")
+        while True:
+            time.sleep(3600)
