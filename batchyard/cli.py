@@ -77,6 +77,9 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         typer.echo(f"  rejected records: {summary['rejects_file']}")
     if summary.get("error"):
         typer.echo(f"  error: {summary['error']}")
+    if summary.get("stale"):
+        typer.echo("  its process is gone: resume it with batchyard resume "
+                   f"{summary['batch_id']}")
 
 
 @app.command("import")
@@ -171,6 +174,141 @@ def _safe(db: str) -> str:
     from batchyard.db import safe_url
 
     return safe_url(db)
+
+
+DbOption = Annotated[str, typer.Option(help="Database URL (or block:NAME) holding the ledger.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+DEFAULT_DB = "sqlite:///batchyard.db"
+
+
+@app.command()
+def resume(
+    batch_id: Annotated[str, typer.Argument(help="A batch that did not complete.")],
+    db: DbOption = DEFAULT_DB,
+    max_parallel: Annotated[int, typer.Option(min=1, help="Chunks in flight at once.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Carry on a batch that failed, was stopped or crashed: committed chunks are kept."""
+    from batchyard.pipeline import ImportJob, batch_row, check_startable
+    from batchyard.sources import SourceOptions
+    from flows.batch_import import batch_import
+
+    url = _resolve_db(db)
+    try:
+        batch = batch_row(url, batch_id)
+        check_startable(batch, fresh=False)
+    except BatchyardError as exc:
+        fail(str(exc))
+    options = SourceOptions.model_validate_json(batch["options"] or "{}")
+    job = ImportJob(batch_id=batch_id, source=batch["source"], schema_name=batch["schema_name"],
+                    db=url, table=batch["target_table"])
+    state = run_flow(batch_import, source=job.source, schema_name=job.schema_name, db=db,
+                     table=job.table, chunk_size=batch["chunk_size"] or 50_000,
+                     max_parallel=max_parallel, batch_id=batch_id, options=options)
+    summary = _finished(state, job)
+    _print_summary(summary, as_json)
+    if summary["status"] != "completed":
+        raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
+@app.command()
+def stop(
+    batch_id: Annotated[str, typer.Argument(help="A running batch.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Stop a running batch after the chunks in flight; it ends `cancelled` and can be resumed."""
+    from batchyard.pipeline import request_stop
+
+    try:
+        request_stop(_resolve_db(db), batch_id)
+    except BatchyardError as exc:
+        fail(str(exc))
+    typer.echo(f"stop requested for batch {batch_id}: it ends after the chunks in flight")
+
+
+@app.command("list")
+def list_(
+    db: DbOption = DEFAULT_DB,
+    status_filter: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Batches with their status, counts, progress and duration."""
+    from batchyard import ledger
+    from batchyard.db import check_connection, session
+    from batchyard.pipeline import summary
+
+    url = _resolve_db(db)
+    try:
+        check_connection(url)
+        with session(url, write=True) as connection:
+            ledger.ensure_ledger(connection)
+            batches = [summary(b) for b in ledger.list_batches(connection, status_filter)]
+    except BatchyardError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(batches, default=str))
+        return
+    typer.echo(f"{'batch':<16} {'status':<10} {'total':>10} {'success':>10} {'failed':>8} "
+               f"{'ignored':>8} {'done':>7} {'seconds':>8}  source")
+    for b in batches:
+        seconds = f"{b['duration_seconds']:.1f}" if b["duration_seconds"] is not None else "-"
+        state = b["status"] + ("*" if b["stale"] else "")
+        typer.echo(f"{b['batch_id']:<16} {state:<10} {b['total']:>10,} {b['success']:>10,} "
+                   f"{b['failed']:>8,} {b['ignored']:>8,} {b['progress_percent']:>6.1f}% "
+                   f"{seconds:>8}  {b['source']}")
+    if any(b["stale"] for b in batches):
+        typer.echo("* running, but its process is gone: resume it with batchyard resume")
+
+
+@app.command()
+def errors(
+    batch_id: Annotated[str, typer.Argument(help="The batch.")],
+    db: DbOption = DEFAULT_DB,
+    out: Annotated[Path | None, typer.Option(help="Write the CSV here instead of stdout.")] = None,
+) -> None:
+    """The failed records of a batch with their reasons, as CSV."""
+    from batchyard.pipeline import batch_row, write_failed
+
+    url = _resolve_db(db)
+    try:
+        batch = batch_row(url, batch_id)
+        if out is None:
+            write_failed(url, batch_id, batch["schema_name"], sys.stdout)
+            return
+        with out.open("w", newline="") as handle:
+            count = write_failed(url, batch_id, batch["schema_name"], handle)
+    except BatchyardError as exc:
+        fail(str(exc))
+    typer.echo(f"{count:,} failed records of batch {batch_id} written to {out}", err=True)
+
+
+@app.command()
+def metrics(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
+    """Batches by status, record success rate, average and total duration."""
+    from batchyard import ledger
+    from batchyard.db import check_connection, session
+
+    url = _resolve_db(db)
+    try:
+        check_connection(url)
+        with session(url, write=True) as connection:
+            ledger.ensure_ledger(connection)
+            figures = ledger.metrics(connection)
+    except BatchyardError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    typer.echo(f"batches: {figures['batches']} "
+               f"({', '.join(f'{k} {v}' for k, v in sorted(figures['by_status'].items()))})")
+    records = figures["records"]
+    typer.echo(f"records: {records['total']:,} total, {records['success']:,} loaded, "
+               f"{records['failed']:,} failed, {records['ignored']:,} ignored")
+    rate = figures["success_rate"]
+    typer.echo(f"success rate: {rate:.2%}" if rate is not None else "success rate: -")
+    average = figures["average_duration_seconds"]
+    typer.echo(f"duration: average {average if average is not None else '-'} s, "
+               f"total {figures['total_duration_seconds']} s")
 
 
 @app.command()

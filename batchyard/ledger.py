@@ -309,3 +309,39 @@ def iter_records(session, batch_id: str, status: str = "failed"):
         .where(records.c.batch_id == batch_id, records.c.status == status)
         .order_by(records.c.row_number)
     )
+
+
+def list_batches(connection, status: str | None = None, limit: int = 100) -> list[dict]:
+    query = sa.select(batches).order_by(batches.c.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(batches.c.status == status)
+    return [_with_times(r) for r in connection.execute(query).mappings()]
+
+
+def metrics(connection) -> dict:
+    """Batches by status, record success rate, average and total batch duration."""
+    by_status = dict(connection.execute(
+        sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)
+    ).rows)
+    totals = connection.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(batches.c.total), 0),
+                  sa.func.coalesce(sa.func.sum(batches.c.success), 0),
+                  sa.func.coalesce(sa.func.sum(batches.c.failed), 0),
+                  sa.func.coalesce(sa.func.sum(batches.c.ignored), 0))
+    ).rows[0]
+    durations = [
+        (b["finished_at"] - b["started_at"]).total_seconds()
+        for b in (_with_times(r) for r in connection.execute(
+            sa.select(batches.c.started_at, batches.c.finished_at)
+            .where(batches.c.finished_at.is_not(None), batches.c.started_at.is_not(None))
+        ).mappings())
+    ]
+    total, success, failed, ignored = (int(v) for v in totals)
+    return {
+        "batches": sum(by_status.values()),
+        "by_status": by_status,
+        "records": {"total": total, "success": success, "failed": failed, "ignored": ignored},
+        "success_rate": round(success / total, 4) if total else None,
+        "average_duration_seconds": round(sum(durations) / len(durations), 3) if durations else None,
+        "total_duration_seconds": round(sum(durations), 3),
+    }

@@ -6,9 +6,11 @@ layer only decides where and how often they run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -21,6 +23,7 @@ from pydantic import BaseModel, Field
 from batchyard import ledger
 from batchyard.db import check_connection, safe_url, session
 from batchyard.errors import VALIDATION_ERROR, BatchStateError, ConfigurationError
+from batchyard.faults import pause_point
 from batchyard.lease import describe_owner, owner_alive, owner_id
 from batchyard.load import ensure_table, load_rows
 from batchyard.schemas import default_table, load_schema
@@ -89,6 +92,51 @@ def open_batch(job: ImportJob, chunk_size: int, options: SourceOptions | None = 
         return ledger.get_batch(connection, job.batch_id)
 
 
+class BatchLease:
+    """Keeps the batch's lease fresh from a background thread while the run works, and tells
+    the run when `batchyard stop` asked it to stop."""
+
+    def __init__(self, job: ImportJob, interval: float = 5.0):
+        self.job, self.interval = job, interval
+        self.owner = owner_id()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="batchyard-lease", daemon=True)
+        self.stopped = False
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.interval):
+            with contextlib.suppress(Exception):  # a missed beat only shortens the lease
+                with session(self.job.db, write=True) as connection:
+                    ledger.heartbeat(connection, self.job.batch_id, self.owner)
+
+    def stop_requested(self) -> bool:
+        if not self.stopped:
+            with session(self.job.db) as connection:
+                self.stopped = ledger.stop_requested(connection, self.job.batch_id)
+        return self.stopped
+
+    def __enter__(self) -> BatchLease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+
+def request_stop(db: str, batch_id: str) -> dict:
+    """Ask a running batch to stop after the chunks in flight (`batchyard stop`)."""
+    with session(db, write=True) as connection:
+        ledger.ensure_ledger(connection)
+        batch = ledger.get_batch(connection, batch_id)
+        if batch is None:
+            raise BatchStateError(f"no batch {batch_id!r} in {safe_url(db)}")
+        if batch["status"] != "running":
+            raise BatchStateError(f"batch {batch_id} is {batch['status']}, not running")
+        ledger.request_stop(connection, batch_id)
+        return batch
+
+
 def reset_batch(connection, batch_id: str) -> None:
     """Forget a batch's chunks and records so that it runs again from the first record."""
     connection.execute(ledger.records.delete().where(ledger.records.c.batch_id == batch_id))
@@ -131,6 +179,7 @@ def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: int,
                            chunk_size)
         done = ledger.committed_chunks(connection, job.batch_id)
     todo = [c for c in source_plan.chunks if c.index not in done]
+    pause_point("spooled")
     return todo, source_plan.total, source_plan.warnings
 
 
@@ -176,7 +225,9 @@ def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
         duplicates = [(d.row_number, d.first_row, d.key) for d in duplicates] + loaded.duplicates
         entries += [_duplicate_entry(row, first, key) for row, first, key in duplicates]
         success = output.num_rows - len(loaded.duplicates)
+        pause_point("chunk-loaded")
         ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
+    pause_point("chunk-committed")
     failed = sum(1 for e in entries if e.status == "failed")
     return ChunkResult(ref.index, ref.n_rows, success, failed, len(entries) - failed)
 
@@ -195,21 +246,25 @@ def fail_chunk(job: ImportJob, ref: ChunkRef, error: str) -> None:
         ledger.fail_chunk(connection, job.batch_id, ref.index, ref.n_rows, error)
 
 
-def write_rejects(job: ImportJob, path: Path) -> int:
+def write_failed(db: str, batch_id: str, schema_name: str, handle) -> int:
     """The failed records as CSV with their original columns first, so they can be fixed and
-    imported again; `_row_number` and `_error` come last."""
-    plan = load_schema(job.schema_name)
+    imported (or retried) again; `_row_number`, `_error_code` and `_error` come last."""
+    plan = load_schema(schema_name)
+    fields = [*plan.field_names, "_raw", "_row_number", "_error_code", "_error"]
+    writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
     count = 0
-    with session(job.db) as connection, path.open("w", newline="") as handle:
-        fields = [*plan.field_names, "_raw", "_row_number", "_error_code", "_error"]
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for row_number, code, error, payload in ledger.iter_records(connection, job.batch_id):
-            record = json.loads(payload)
-            writer.writerow({**record, "_row_number": row_number, "_error_code": code,
-                             "_error": error})
+    with session(db) as connection:
+        for row_number, code, error, payload in ledger.iter_records(connection, batch_id):
+            writer.writerow({**json.loads(payload), "_row_number": row_number,
+                             "_error_code": code, "_error": error})
             count += 1
     return count
+
+
+def write_rejects(job: ImportJob, path: Path) -> int:
+    with path.open("w", newline="") as handle:
+        return write_failed(job.db, job.batch_id, job.schema_name, handle)
 
 
 def rejects_path(source: str, batch_id: str) -> Path:
@@ -240,6 +295,7 @@ def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = N
         target = Path(rejects) if rejects else rejects_path(job.source, job.batch_id)
         if write_rejects(job, target):
             rejects_file = str(target)
+    pause_point("batch-closing")
     with session(job.db, write=True) as connection:
         final = ledger.finish_batch(connection, job.batch_id, status, error, code, rejects_file)
     return final
@@ -276,6 +332,9 @@ def summary(batch: dict) -> dict:
         "rejects_file": batch["rejects_file"],
         "error": batch["error"],
         "flow_run_id": batch["flow_run_id"],
+        "error_code": batch.get("error_code"),
+        "stale": batch["status"] == "running" and not owner_alive(batch.get("owner"),
+                                                                  batch.get("heartbeat_at")),
     }
 
 
@@ -327,6 +386,16 @@ def check_startable(batch: dict | None, fresh: bool) -> None:
             f"batch {batch['batch_id']} is already running ({describe_owner(batch['owner'])}); "
             f"stop it with: batchyard stop {batch['batch_id']}"
         )
+
+
+def batch_row(db: str, batch_id: str) -> dict:
+    check_connection(db)
+    with session(db, write=True) as connection:
+        ledger.ensure_ledger(connection)
+        batch = ledger.get_batch(connection, batch_id)
+    if batch is None:
+        raise BatchStateError(f"no batch {batch_id!r} in {safe_url(db)}")
+    return batch
 
 
 def batch_summary(db: str, batch_id: str) -> dict | None:

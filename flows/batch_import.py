@@ -10,10 +10,16 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from batchyard.pipeline import resolve_job
-from blocks.database import database_url
+from batchyard.pipeline import BatchLease, resolve_job
 from batchyard.sources import SourceOptions
-from tasks.chunks import close_batch, fail_chunk, import_chunk, open_batch, spool_chunks
+from blocks.database import database_url
+from tasks.chunks import (
+    close_batch,
+    fail_chunk,
+    import_chunk_with_retries,
+    open_batch,
+    spool_chunks,
+)
 from tasks.concurrency import submit_bounded
 from tasks.reporting import BatchProgress, publish_summary
 
@@ -34,22 +40,24 @@ def batch_import(
     """Import `source` into `table` of `db` as batch `batch_id` (new when not given)."""
     job = resolve_job(source, schema_name, database_url(db), table, batch_id)
     batch = open_batch(job, chunk_size, options, fresh)
-    chunks, total, warnings = spool_chunks(job, options, chunk_size)
-    progress = BatchProgress(job, total, batch)
-    for warning in warnings:
-        progress.logger.warning(warning)
+    with BatchLease(job) as lease:
+        chunks, total, warnings = spool_chunks(job, options, chunk_size)
+        progress = BatchProgress(job, total, batch)
+        for warning in warnings:
+            progress.logger.warning(warning)
 
-    for ref, future in submit_bounded(import_chunk, chunks, max_parallel, "ref", job=job):
-        try:
-            progress.add(future.result())
-        except Exception as exc:  # retries exhausted: record it, the other chunks go on
-            fail_chunk(job, ref, f"{type(exc).__name__}: {exc}")
-            progress.add_failed_chunk(ref.index, ref.n_rows, str(exc))
+        chunk_task = import_chunk_with_retries()
+        for ref, future in submit_bounded(chunk_task, chunks, max_parallel, "ref",
+                                          stop=lease.stop_requested, job=job):
+            try:
+                progress.add(future.result())
+            except Exception as exc:  # retries exhausted: record it, the other chunks go on
+                fail_chunk(job, ref, f"{type(exc).__name__}: {exc}")
+                progress.add_failed_chunk(ref.index, ref.n_rows, str(exc))
 
-    summary = close_batch(job, rejects_file=rejects_file)
+        summary = close_batch(job, cancelled=lease.stopped, rejects_file=rejects_file)
     publish_summary(job, summary)
     return summary
-
 
 if __name__ == "__main__":
     batch_import("demo/users.csv", db="sqlite:///demo/batchyard.db")

@@ -37,17 +37,21 @@ def spool_chunks(job: ImportJob, options: SourceOptions, chunk_size: int,
     return pipeline.plan_batch(job, options, chunk_size)
 
 
-@task(
-    name="import-chunk",
-    task_run_name="import-chunk-{ref.index}",
-    cache_policy=NO_CACHE,
-    retries=get_settings().chunk_retries,
-    retry_delay_seconds=_delays(),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_transient,
-)
+@task(name="import-chunk", task_run_name="import-chunk-{ref.index}", cache_policy=NO_CACHE)
 def import_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     return pipeline.process_chunk(job, ref)
+
+
+def import_chunk_with_retries():
+    """The chunk task with the retry policy of the environment settings, read at run time:
+    3 attempts, backoff from 1 s to 10 s with jitter, bad data and configuration never retried."""
+    settings = get_settings()
+    return import_chunk.with_options(
+        retries=settings.chunk_retries,
+        retry_delay_seconds=_delays(),
+        retry_jitter_factor=0.5,
+        retry_condition_fn=_retry_transient,
+    )
 
 
 @task(name="fail-chunk", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from prefect import Task
@@ -12,12 +12,18 @@ T = TypeVar("T")
 
 
 def submit_bounded(task: Task, items: Iterable[T], max_parallel: int, item_name: str,
+                   stop: Callable[[], bool] | None = None,
                    **kwargs: Any) -> Iterator[tuple[T, PrefectFuture]]:
     """Submit `task` once per item, keeping `max_parallel` in flight (back-pressure), and yield
-    each (item, finished future) in completion order so callers can report progress."""
+    each (item, finished future) in completion order so callers can report progress. Once
+    `stop()` is true nothing new is submitted; the runs in flight finish."""
     pending = list(items)[::-1]
     inflight: dict[PrefectFuture, T] = {}
     while pending or inflight:
+        if pending and stop is not None and stop():
+            pending.clear()
+            if not inflight:
+                break
         while pending and len(inflight) < max_parallel:
             item = pending.pop()
             inflight[task.submit(**{item_name: item}, **kwargs)] = item

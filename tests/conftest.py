@@ -66,3 +66,66 @@ def postgres_url() -> str:
 @pytest.fixture
 def unique_table() -> str:
     return f"t_{uuid.uuid4().hex[:10]}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real `prefect server start` on 127.0.0.1 for end-to-end tests; stopped at the end."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    home = _HOME / "server-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_UI_API_URL=api, PREFECT_API_URL=api)
+    log = (_HOME / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+         "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2):
+                break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"prefect server did not start: {(_HOME / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield api
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def cli_env(tmp_path: Path, api: str | None = None, **extra: str) -> dict:
+    """Environment for running the real `batchyard` command in a subprocess."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "BATCHYARD_PAUSE"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               BATCHYARD_WORK_DIR=str(tmp_path / "work"))
+    if api:
+        env["PREFECT_API_URL"] = api
+    env.update(extra)
+    return env
+
+
+def batchyard_command() -> str:
+    import sys
+
+    return str(Path(sys.executable).with_name("batchyard"))
