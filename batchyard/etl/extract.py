@@ -1,0 +1,353 @@
+"""Extractors: generators of Arrow record batches, one batch at a time.
+
+Nothing here collects a source: each extractor yields at most `batch_size` records, and
+`spool` writes each batch to its own Arrow IPC file at once, so memory holds one batch whatever
+the source's size, and tasks pass only the files' references (as `batchyard.sources` does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import glob
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from batchyard.db import normalise_url, safe_url, session
+from batchyard.errors import BatchyardError, ConfigurationError
+from batchyard.etl.spec import ApiSource, DatabaseSource, FileSource
+from batchyard.identifiers import quote
+from batchyard.sources import ChunkRef
+
+SOURCE_ID = "_source_id"
+
+
+class ExtractError(BatchyardError):
+    """A source could not be read: the whole run fails, as in the reference pipeline."""
+
+
+class Cursor(BaseModel):
+    """The last cursor value reached, kept as text with its type so it survives a round trip."""
+
+    column: str
+    kind: str
+    value: str
+
+    @classmethod
+    def of(cls, column: str, value: Any) -> Cursor | None:
+        if value is None:
+            return None
+        kind = {bool: "int", int: "int", float: "float", dt.datetime: "datetime", dt.date: "date",
+                decimal.Decimal: "float"}.get(type(value), "str")
+        text = value.isoformat() if kind in ("datetime", "date") else str(value)
+        return cls(column=column, kind=kind, value=text)
+
+    def python(self) -> Any:
+        parse = {"int": int, "float": float, "datetime": dt.datetime.fromisoformat,
+                 "date": dt.date.fromisoformat}.get(self.kind, str)
+        return parse(self.value)
+
+
+class BatchRef(ChunkRef):
+    """One spooled batch of one source: what transform and load tasks receive."""
+
+    source_id: str
+
+
+class Extracted(BaseModel):
+    """What an extract task hands on: references, never records."""
+
+    source_id: str
+    chunks: list[BatchRef]
+    rows: int
+    cursor: Cursor | None = None
+
+
+def _plain(value: Any) -> Any:
+    """Nested JSON and decimals become text and floats, which every target can store."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return value
+
+
+def rows_to_batch(columns: list[str], rows: list) -> pa.RecordBatch:
+    """Python rows (tuples or dicts) to one batch; a column that is null throughout stays null."""
+    if rows and isinstance(rows[0], dict):
+        data = {c: [_plain(r.get(c)) for r in rows] for c in columns}
+    else:
+        data = {c: [_plain(r[i]) for r in rows] for i, c in enumerate(columns)}
+    return pa.RecordBatch.from_pydict(data)
+
+
+def _database_sql(source: DatabaseSource, placeholder: str, since: Cursor | None) -> tuple[str, tuple]:
+    body = f"SELECT * FROM {quote(source.table)}" if source.table else \
+        f"SELECT * FROM ({source.query.rstrip().rstrip(';')}) AS batchyard_source"
+    if not source.cursor_column:
+        return body, ()
+    column = quote(source.cursor_column)
+    where, params = "", ()
+    if since is not None:
+        where, params = f" WHERE {column} > {placeholder}", (since.python(),)
+    return f"SELECT * FROM ({body}) AS q{where} ORDER BY {column}", params
+
+
+def extract_database(source: DatabaseSource, batch_size: int, since: Cursor | None = None,
+                     ) -> Iterator[pa.RecordBatch]:
+    """SQLite goes through batchyard's ADBC sessions (one SQLite library per process); every
+    other database through SQLAlchemy with a server-side cursor."""
+    url = source.url
+    try:
+        backend = sa.engine.make_url(url).get_backend_name()
+    except Exception:
+        raise ConfigurationError(f"source {source.id}: not a database URL: {safe_url(url)!r}") from None
+    if backend == "sqlite":
+        text, params = _database_sql(source, "?", since)
+        with session(url) as current:
+            current.cursor.execute(text, params or None)
+            columns = [d[0] for d in current.cursor.description]
+            while rows := current.cursor.fetchmany(batch_size):
+                yield rows_to_batch(columns, rows)
+        return
+    engine_url = normalise_url(url) if backend == "postgresql" else sa.engine.make_url(url)
+    engine = sa.create_engine(engine_url, poolclass=sa.pool.NullPool)
+    text, params = _database_sql(source, ":p0", since)
+    try:
+        with engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(
+                sa.text(text), {"p0": params[0]} if params else {})
+            columns = list(result.keys())
+            for partition in result.partitions():
+                yield rows_to_batch(columns, partition)
+    finally:
+        engine.dispose()
+
+
+def _dig(body: Any, path: str | None) -> Any:
+    for part in (path.split(".") if path else []):
+        body = body.get(part) if isinstance(body, dict) else None
+    return body
+
+
+def _next_link(header: str | None) -> str | None:
+    """The rel="next" URL of an RFC 8288 Link header."""
+    for part in (header or "").split(","):
+        url, _, params = part.partition(";")
+        if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
+            return url.strip().strip("<>")
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, (parsedate_to_datetime(value) - dt.datetime.now(dt.UTC)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def get_json(client, url: str, params: dict, source: ApiSource,
+             sleep: Callable[[float], None] = time.sleep):
+    """One page, retried on 429 and 5xx with backoff, honouring Retry-After."""
+    import httpx
+
+    for attempt in range(source.max_retries + 1):
+        try:
+            response = client.get(url, params=params)
+        except httpx.TransportError as exc:
+            if attempt == source.max_retries:
+                raise ExtractError(f"source {source.id}: {type(exc).__name__} on {url}: {exc}") from None
+            sleep(min(source.backoff * 2 ** attempt, 60.0))
+            continue
+        if response.status_code == 429 or response.status_code >= 500:
+            if attempt == source.max_retries:
+                break
+            wait = _retry_after(response.headers.get("Retry-After"))
+            sleep(min(wait if wait is not None else source.backoff * 2 ** attempt, 120.0))
+            continue
+        if response.status_code >= 400:
+            raise ExtractError(f"source {source.id}: HTTP {response.status_code} from {url}")
+        try:
+            return response, response.json()
+        except ValueError:
+            raise ExtractError(f"source {source.id}: {url} did not answer JSON") from None
+    raise ExtractError(f"source {source.id}: HTTP {response.status_code} from {url} "
+                       f"after {source.max_retries} retries")
+
+
+def extract_api(source: ApiSource, batch_size: int, auth: str | None = None,
+                sleep: Callable[[float], None] = time.sleep) -> Iterator[pa.RecordBatch]:
+    """Pages are cut into batches as they come; `auth` is the credential header's value, which
+    never enters a message."""
+    import httpx
+
+    paging = source.pagination
+    headers = {source.auth_header: auth} if auth else {}
+    url: str | None = source.url
+    params: dict[str, Any] = dict(source.params)
+    page, offset, pages = paging.first_page, 0, 0
+    pending: list[dict] = []
+    with httpx.Client(headers=headers, timeout=source.timeout, follow_redirects=True) as client:
+        while url:
+            if paging.style == "page":
+                params.update({paging.page_param: page, paging.limit_param: paging.page_size})
+            elif paging.style == "offset":
+                params.update({paging.offset_param: offset, paging.limit_param: paging.page_size})
+            response, body = get_json(client, url, params, source, sleep)
+            records = _dig(body, source.records_path)
+            if not isinstance(records, list):
+                raise ExtractError(f"source {source.id}: no record list at "
+                                   f"{source.records_path or 'the top'} of the response")
+            pending += [r if isinstance(r, dict) else {"value": r} for r in records]
+            while len(pending) >= batch_size:
+                yield _records_batch(pending[:batch_size])
+                pending = pending[batch_size:]
+            pages += 1
+            if not records or (source.max_pages and pages >= source.max_pages):
+                break
+            if paging.style == "page":
+                page += 1
+            elif paging.style == "offset":
+                offset += len(records)
+                if len(records) < paging.page_size:
+                    break
+            elif paging.style == "cursor":
+                cursor = _dig(body, paging.cursor_path)
+                if not cursor:
+                    break
+                params[paging.cursor_param] = cursor
+            elif paging.style == "link":
+                url, params = _next_link(response.headers.get("Link")), {}
+            else:
+                break
+    if pending:
+        yield _records_batch(pending)
+
+
+def _records_batch(records: list[dict]) -> pa.RecordBatch:
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    return rows_to_batch(columns, records)
+
+
+def file_paths(source: FileSource) -> list[Path]:
+    matches = sorted(glob.glob(os.path.expanduser(source.path)))
+    if not matches:
+        raise ExtractError(f"source {source.id}: no file matches {source.path}")
+    return [Path(m) for m in matches]
+
+
+def _format(source: FileSource, path: Path) -> str:
+    if source.format:
+        return source.format
+    fmt = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+           ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ExtractError(f"source {source.id}: {path}: unknown file type; give format")
+    return fmt
+
+
+def extract_file(source: FileSource, batch_size: int) -> Iterator[pa.RecordBatch]:
+    for path in file_paths(source):
+        fmt = _format(source, path)
+        if fmt == "parquet":
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+        elif fmt == "csv":
+            reader = pcsv.open_csv(path, parse_options=pcsv.ParseOptions(delimiter=source.delimiter))
+            for batch in reader:
+                for start in range(0, batch.num_rows, batch_size):
+                    yield batch.slice(start, batch_size)
+        else:
+            yield from _jsonl(source, path, batch_size)
+
+
+def _jsonl(source: FileSource, path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
+    pending: list[dict] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise ExtractError(f"source {source.id}: {path}: line {number}: invalid JSON: {exc}") \
+                    from None
+            pending.append(record if isinstance(record, dict) else {"value": record})
+            if len(pending) >= batch_size:
+                yield _records_batch(pending)
+                pending = []
+    if pending:
+        yield _records_batch(pending)
+
+
+def rebatch(batches: Iterator[pa.RecordBatch], batch_size: int) -> Iterator[pa.Table]:
+    """Exactly `batch_size` records per output (the last one shorter), whatever the input cut."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = batch.slice(0, batch_size - count)
+            pending.append(take)
+            count += take.num_rows
+            batch = batch.slice(take.num_rows)
+            if count == batch_size:
+                yield _concat(pending)
+                pending, count = [], 0
+    if count:
+        yield _concat(pending)
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.Table:
+    tables = [pa.Table.from_batches([b]) for b in batches]
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+def spool(source_id: str, batches: Iterator[pa.RecordBatch], batch_size: int, directory: Path,
+          cursor_column: str | None = None) -> Extracted:
+    """Write each batch, tagged with its source id, to its own IPC file as it arrives."""
+    directory.mkdir(parents=True, exist_ok=True)
+    chunks: list[BatchRef] = []
+    total = 0
+    highest = None
+    for index, table in enumerate(rebatch(batches, batch_size)):
+        table = table.append_column(SOURCE_ID, pa.array([source_id] * table.num_rows, pa.string()))
+        if cursor_column:
+            if cursor_column not in table.column_names:
+                raise ExtractError(f"source {source_id}: no cursor column {cursor_column!r} "
+                                   f"(columns: {', '.join(table.column_names)})")
+            top = pc.max(table[cursor_column]).as_py()
+            highest = top if highest is None or (top is not None and top > highest) else highest
+        path = directory / f"{source_id}-{index:06d}.arrow"
+        write_table(table, path)
+        chunks.append(BatchRef(source_id=source_id, index=index, path=str(path), first_row=total + 1,
+                               n_rows=table.num_rows))
+        total += table.num_rows
+    return Extracted(source_id=source_id, chunks=chunks, rows=total,
+                     cursor=Cursor.of(cursor_column, highest) if cursor_column else None)
+
+
+def read_table(path: str) -> pa.Table:
+    with pa.memory_map(path, "r") as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
