@@ -201,8 +201,8 @@ def extract_api(source: ApiSource, batch_size: int, auth: str | None = None,
 
     paging = source.pagination
     headers = {source.auth_header: auth} if auth else {}
-    url: str | None = source.url
-    params: dict[str, Any] = dict(source.params)
+    url, params = _split_query(source.url)
+    params.update(source.params)
     page, offset, pages = paging.first_page, 0, 0
     pending: list[dict] = []
     with httpx.Client(headers=headers, timeout=source.timeout, follow_redirects=True) as client:
@@ -235,11 +235,21 @@ def extract_api(source: ApiSource, batch_size: int, auth: str | None = None,
                     break
                 params[paging.cursor_param] = cursor
             elif paging.style == "link":
-                url, params = _next_link(response.headers.get("Link")), {}
+                url, params = _split_query(_next_link(response.headers.get("Link")))
             else:
                 break
     if pending:
         yield _records_batch(pending)
+
+
+def _split_query(url: str | None) -> tuple[str | None, dict[str, Any]]:
+    """httpx drops a URL's own query when given params, so the query joins the params."""
+    if not url:
+        return None, {}
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
 def _records_batch(records: list[dict]) -> pa.RecordBatch:
