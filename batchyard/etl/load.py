@@ -144,7 +144,7 @@ def dedupe_last(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
         return table
     indexed = table.select(list(key)).append_column("_i", pa.array(range(table.num_rows)))
     last = indexed.group_by(list(key), use_threads=False).aggregate([("_i", "max")])["_i_max"]
-    return table.take(pc.sort_indices(last))
+    return table.take(pc.take(last, pc.sort_indices(last)))
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -263,7 +263,10 @@ def _prepare_duckdb(job: LoadJob, target: WarehouseTarget, schema: pa.Schema) ->
 
 
 def load_table(job: LoadJob, table: pa.Table) -> int:
-    """Write one conformed batch in one transaction; a refused batch raises LoadValidationError."""
+    """Write one conformed batch in one transaction; a refused batch raises LoadValidationError.
+    Every record of the batch counts as loaded, also one that a later record of its key replaced
+    (so that total == successful + failed holds under merge too)."""
+    received = table.num_rows
     if job.disposition == "merge":
         table = dedupe_last(table, job.key)
     try:
@@ -281,7 +284,7 @@ def load_table(job: LoadJob, table: pa.Table) -> int:
             raise LoadValidationError(f"{describe_target(job.target)} refused the batch: {reason}") \
                 from None
         raise
-    return table.num_rows
+    return received
 
 
 def _load_database(job: LoadJob, table: pa.Table) -> None:

@@ -1,0 +1,205 @@
+"""The etl-pipeline flow end to end: real SQLite, PostgreSQL and DuckDB, files, and a real HTTP
+server on 127.0.0.1 that paginates, answers 503 and 429 with Retry-After, and wants a token."""
+
+from __future__ import annotations
+
+import uuid
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from batchyard.db import session
+from batchyard.etl.spec import PipelineSpec
+from flows.etl_pipeline import etl_pipeline
+from tests.batchyard.etl.api_server import TOKEN, ApiServer
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch):
+    monkeypatch.setenv("BATCHYARD_ETL_RETRY_SCALE", "0.01")
+    monkeypatch.setenv("API_TOKEN", TOKEN)
+
+
+def rows(url: str, sql: str) -> list[tuple]:
+    with session(url) as current:
+        return [tuple(r) for r in current.sql(sql)]
+
+
+def duck(path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(path)) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def run(**spec) -> dict:
+    parsed = PipelineSpec.model_validate(spec)
+    return etl_pipeline(**{name: getattr(parsed, name) for name in PipelineSpec.model_fields})
+
+
+def make_events(url: str, ids: range, table: str = "events", stamp: str = "2026-01-01") -> None:
+    with session(url, write=True) as current:
+        current.sql(f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, kind TEXT, "
+                    "amount DOUBLE PRECISION, updated_at TEXT)")
+        for i in ids:
+            current.sql(f"INSERT INTO {table} VALUES ({i}, 'k{i % 3}', {i * 2.5}, '{stamp}T00:{i % 60:02d}:00')")
+
+
+def counts(summary: dict) -> tuple:
+    return (summary["total_records"], summary["successful_records"], summary["failed_records"])
+
+
+def test_three_sources_in_parallel_into_sqlite(tmp_path):
+    source_db = f"sqlite:///{tmp_path / 'source.db'}"
+    make_events(source_db, range(1, 24))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,kind,amount\n101, csv ,1.5\n102,csv,2.5\n")
+    (tmp_path / "in" / "b.csv").write_text("id,kind,amount\n103,csv,3.5\n")
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    with ApiServer(items=25) as api:
+        api.fail("/pages?page=2&limit=10", 503)
+        api.fail("/pages?page=3&limit=10", 429)
+        summary = run(
+            pipeline_id="three", batch_size=10, version="2.1",
+            sources=[
+                {"type": "database", "id": "events", "url": source_db, "table": "events"},
+                {"type": "api", "id": "items", "url": api.url + "/pages", "records_path": "data",
+                 "auth_env": "API_TOKEN", "backoff": 0.05,
+                 "pagination": {"style": "page", "page_size": 10}},
+                {"type": "file", "id": "csv", "path": str(tmp_path / "in" / "*.csv")},
+            ],
+            target={"type": "database", "url": target, "table": "facts"},
+        )
+        assert api.hits["/pages?page=2&limit=10"] == 2 and api.hits["/pages?page=3&limit=10"] == 2
+    assert counts(summary) == (51, 51, 0)
+    assert summary["sources"] == {"events": {"extracted": 23, "loaded": 23, "failed": 0},
+                                  "items": {"extracted": 25, "loaded": 25, "failed": 0},
+                                  "csv": {"extracted": 3, "loaded": 3, "failed": 0}}
+    assert rows(target, "SELECT _source_id, count(*), min(id), max(id) FROM facts GROUP BY 1 ORDER BY 1") == [
+        ("csv", 3, 101, 103), ("events", 23, 1, 23), ("items", 25, 1, 25)]
+    assert rows(target, "SELECT id, kind, amount, name, _pipeline_version, _row_number FROM facts "
+                        "WHERE id IN (101, 7) AND _source_id <> 'items' ORDER BY _source_id") == [
+        (101, "csv", 1.5, None, "2.1", 1), (7, "k1", 17.5, None, "2.1", 7)]
+    assert rows(target, "SELECT name, price, tags FROM facts WHERE _source_id = 'items' AND id = 4") == [
+        ("item 4", 6.0, '{"even": true}')]
+    assert rows(target, "SELECT count(*) FROM facts WHERE _processed_at IS NULL") == [(0,)]
+
+
+def test_incremental_database_source_into_duckdb_extracts_only_new_rows(tmp_path):
+    source_db = f"sqlite:///{tmp_path / 'source.db'}"
+    make_events(source_db, range(1, 13), stamp="2026-01-01")
+    warehouse = tmp_path / "wh.duckdb"
+    spec = dict(pipeline_id="incr", batch_size=5,
+                sources=[{"type": "database", "id": "events", "url": source_db, "table": "events",
+                          "cursor_column": "updated_at"}],
+                target={"type": "warehouse", "path": str(warehouse), "table": "events"})
+    assert counts(run(**spec)) == (12, 12, 0)
+    assert counts(run(**spec)) == (0, 0, 0)
+    make_events(source_db, range(13, 17), stamp="2026-01-02")
+    second = run(**spec)
+    assert counts(second) == (4, 4, 0)
+    assert duck(warehouse, "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM events") == [(16, 16, 1, 16)]
+    assert duck(warehouse, "SELECT id, kind, amount, updated_at FROM events WHERE id = 14") == [
+        (14, "k2", 35.0, "2026-01-02T00:14:00")]
+    assert duck(warehouse, "SELECT source_id, cursor_column, cursor_value FROM batchyard_etl_state") == [
+        ("events", "updated_at", "2026-01-02T00:16:00")]
+
+
+def test_merge_updates_rows_in_postgres(tmp_path, postgres_url):
+    source_table, target_table = f"src_{uuid.uuid4().hex[:8]}", f"dst_{uuid.uuid4().hex[:8]}"
+    make_events(postgres_url, range(1, 11), table=source_table)
+    spec = dict(pipeline_id=f"merge-{source_table}", batch_size=4, write_disposition="merge",
+                sources=[{"type": "database", "id": "pg", "url": postgres_url, "table": source_table,
+                          "cursor_column": "updated_at"}],
+                target={"type": "database", "url": postgres_url, "table": target_table, "primary_key": ["id"]})
+    try:
+        assert counts(run(**spec)) == (10, 10, 0)
+        with session(postgres_url, write=True) as current:
+            current.sql(f"UPDATE {source_table} SET kind = 'changed', updated_at = '2026-02-01T00:00:00' "
+                        "WHERE id IN (3, 8)")
+        make_events(postgres_url, range(11, 13), table=source_table, stamp="2026-02-02")
+        assert counts(run(**spec)) == (4, 4, 0)
+        assert rows(postgres_url, f"SELECT count(*), count(DISTINCT id) FROM {target_table}") == [(12, 12)]
+        assert rows(postgres_url, f"SELECT id, kind FROM {target_table} WHERE kind = 'changed' OR id > 10 "
+                                  "ORDER BY id") == [(3, "changed"), (8, "changed"), (11, "k2"), (12, "k0")]
+    finally:
+        with session(postgres_url, write=True) as current:
+            current.sql(f"DROP TABLE IF EXISTS {source_table}")
+            current.sql(f"DROP TABLE IF EXISTS {target_table}")
+
+
+def test_merge_into_duckdb_keeps_the_last_record_of_a_key(tmp_path):
+    (tmp_path / "a.jsonl").write_text("".join(f'{{"id": {i}, "v": "a{i}"}}\n' for i in range(1, 6)))
+    (tmp_path / "b.jsonl").write_text('{"id": 2, "v": "b2"}\n{"id": 9, "v": "b9"}\n{"id": 2, "v": "b2-last"}\n')
+    warehouse = tmp_path / "wh.duckdb"
+    target = {"type": "warehouse", "path": str(warehouse), "table": "things", "primary_key": ["id"]}
+    run(pipeline_id="m", sources=[{"type": "file", "id": "a", "path": str(tmp_path / "a.jsonl")}],
+        target=target, write_disposition="merge")
+    summary = run(pipeline_id="m", sources=[{"type": "file", "id": "b", "path": str(tmp_path / "b.jsonl")}],
+                  target=target, write_disposition="merge")
+    assert counts(summary) == (3, 3, 0)  # two records of key 2 in one batch: the last one wins
+    assert duck(warehouse, "SELECT id, v, _source_id FROM things ORDER BY id") == [
+        (1, "a1", "a"), (2, "b2-last", "b"), (3, "a3", "a"), (4, "a4", "a"), (5, "a5", "a"), (9, "b9", "b")]
+
+
+@pytest.mark.parametrize("kind", ["database", "warehouse"])
+def test_replace_leaves_the_old_data_intact_when_a_load_fails(tmp_path, kind):
+    if kind == "database":
+        target = {"type": "database", "url": f"sqlite:///{tmp_path / 't.db'}", "table": "items", "primary_key": ["id"]}
+        read = lambda sql: rows(target["url"], sql)  # noqa: E731
+    else:
+        target = {"type": "warehouse", "path": str(tmp_path / "t.duckdb"), "table": "items", "primary_key": ["id"]}
+        read = lambda sql: duck(target["path"], sql)  # noqa: E731
+    (tmp_path / "old.csv").write_text("id,v\n" + "".join(f"{i},old{i}\n" for i in range(1, 8)))
+    first = run(pipeline_id="rep", sources=[{"type": "file", "id": "f", "path": str(tmp_path / "old.csv")}],
+                target=target, write_disposition="replace", batch_size=5)
+    assert counts(first) == (7, 7, 0) and first["replaced"] is True
+    new = [f"{i},new{i}\n" for i in range(1, 30)] + ["5,duplicate key\n"]  # 3 batches of 10; the key 5 twice
+    (tmp_path / "new.csv").write_text("id,v\n" + "".join(new))
+    second = run(pipeline_id="rep", sources=[{"type": "file", "id": "f", "path": str(tmp_path / "new.csv")}],
+                 target=target, write_disposition="replace", batch_size=10)
+    assert counts(second) == (30, 0, 30) and second["replaced"] is False
+    assert len(second["failed_batches"]) == 1 and "refused the batch" in second["failed_batches"][0]
+    assert read("SELECT count(*), min(v), max(v) FROM items") == [(7, "old1", "old7")]
+    assert read("SELECT source_id, n_rows FROM batchyard_etl_failed") == [("f", 10)]
+    names = [r[0] for r in read("SELECT table_name FROM information_schema.tables")] if kind == "warehouse" else \
+        [r[0] for r in read("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert sorted(names) == ["batchyard_etl_failed", "batchyard_etl_state", "items"]
+
+
+def test_files_target_partitioned_parquet_and_csv(tmp_path):
+    (tmp_path / "in.jsonl").write_text("".join(f'{{"id": {i}, "country": "{"DE" if i % 2 else "FR"}"}}\n'
+                                               for i in range(1, 8)))
+    out = tmp_path / "out"
+    summary = run(pipeline_id="files", batch_size=3,
+                  sources=[{"type": "file", "id": "j", "path": str(tmp_path / "in.jsonl")}],
+                  target={"type": "file", "path": str(out), "format": "parquet", "partition_by": "country"})
+    assert counts(summary) == (7, 7, 0)
+    assert sorted(p.name for p in out.iterdir()) == ["country=DE", "country=FR"]
+    de = pq.read_table(out / "country=DE")
+    assert sorted(de["id"].to_pylist()) == [1, 3, 5, 7]
+    assert sorted(pq.read_table(out / "country=FR")["id"].to_pylist()) == [2, 4, 6]
+    csv_out = tmp_path / "csv"
+    run(pipeline_id="files-csv", sources=[{"type": "file", "id": "j", "path": str(tmp_path / "in.jsonl")}],
+        target={"type": "file", "path": str(csv_out), "format": "csv"}, write_disposition="replace")
+    (written,) = list(csv_out.iterdir())
+    lines = written.read_text().splitlines()
+    assert len(lines) == 8 and lines[0].startswith('"id","country","_source_id"') and lines[1].startswith('1,"DE","j"')
+
+
+def test_a_failing_source_fails_the_whole_run_and_names_it(tmp_path):
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    (tmp_path / "ok.csv").write_text("id\n1\n2\n")
+    with ApiServer() as api:
+        state = etl_pipeline(
+            pipeline_id="broken",
+            sources=PipelineSpec.model_validate({"pipeline_id": "x", "target": {"type": "database", "table": "t"}, "sources": [
+                {"type": "file", "id": "ok", "path": str(tmp_path / "ok.csv")},
+                {"type": "api", "id": "orders-api", "url": api.url + "/broken", "auth_env": "API_TOKEN",
+                 "max_retries": 1, "backoff": 0}]}).sources,
+            target={"type": "database", "url": target, "table": "t"}, return_state=True)
+    assert state.is_failed()
+    message = str(state.result(raise_on_failure=False))
+    assert message == (f"extract failed, the run stops: source orders-api: HTTP 500 from {api.url}/broken "
+                       "after 1 retries")
+    assert TOKEN not in message and "s3cret" not in (state.message or "")
+    assert rows(target, "SELECT name FROM sqlite_master WHERE name = 't'") == []
