@@ -357,6 +357,9 @@ def demo(
         raise typer.Exit(EXIT_NOT_COMPLETED)
 
 
+__import__("batchyard.cli_etl", fromlist=["register"]).register(app)
+
+
 def main() -> None:
     try:
         app()
