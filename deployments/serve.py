@@ -8,6 +8,7 @@ from __future__ import annotations
 from prefect import serve
 
 from flows.batch_import import batch_import
+from flows.etl_pipeline import etl_pipeline
 
 
 def deployments() -> list:
@@ -16,6 +17,12 @@ def deployments() -> list:
             name="batch-import",
             description="Import a file of records into a database table, with a ledger.",
             tags=["batchyard", "import"],
+        ),
+        etl_pipeline.to_deployment(
+            name="etl-pipeline",
+            description="Extract several sources in parallel, transform and load them in batches.",
+            tags=["batchyard", "etl"],
+            cron="0 2 * * *",
         ),
     ]
 
