@@ -44,6 +44,20 @@ def make_events(url: str, ids: range, table: str = "events", stamp: str = "2026-
             current.sql(f"INSERT INTO {table} VALUES ({i}, 'k{i % 3}', {i * 2.5}, '{stamp}T00:{i % 60:02d}:00')")
 
 
+def artifacts(keys: list[str]) -> list[dict]:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def fetch():
+        async with get_client() as client:
+            response = await client._client.post("/artifacts/filter",
+                                                 json={"artifacts": {"key": {"any_": keys}}, "limit": 20})
+            return response.json()
+
+    return asyncio.run(fetch())
+
+
 def counts(summary: dict) -> tuple:
     return (summary["total_records"], summary["successful_records"], summary["failed_records"])
 
@@ -203,3 +217,63 @@ def test_a_failing_source_fails_the_whole_run_and_names_it(tmp_path):
                        "after 1 retries")
     assert TOKEN not in message and "s3cret" not in (state.message or "")
     assert rows(target, "SELECT name FROM sqlite_master WHERE name = 't'") == []
+
+
+def test_sources_and_targets_from_saved_blocks_never_show_the_secret(tmp_path, caplog):
+    from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
+
+    from blocks.etl import DuckDbWarehouse, HttpApiSource
+
+    source_db = tmp_path / "source.db"
+    make_events(f"sqlite:///{source_db}", range(1, 6))
+    SqlAlchemyConnector(connection_info=ConnectionComponents(
+        driver=SyncDriver.SQLITE_PYSQLITE, database=str(source_db))).save("etl-test-source-db", overwrite=True)
+    DuckDbWarehouse(path=str(tmp_path / "wh.duckdb")).save("etl-test-warehouse", overwrite=True)
+    with ApiServer(items=12) as api:
+        HttpApiSource(url=api.url + "/offset", auth_value=TOKEN).save("etl-test-api", overwrite=True)
+        assert "s3cret" not in repr(HttpApiSource.load("etl-test-api"))
+        summary = run(pipeline_id="blocks", batch_size=5, sources=[
+            {"type": "database", "id": "db", "url": "block:etl-test-source-db", "table": "events"},
+            {"type": "api", "id": "api", "block": "etl-test-api", "pagination": {"style": "offset", "page_size": 5}},
+        ], target={"type": "warehouse", "path": "block:etl-test-warehouse", "table": "mixed"})
+    assert counts(summary) == (17, 17, 0)
+    assert duck(tmp_path / "wh.duckdb", "SELECT _source_id, count(*) FROM mixed GROUP BY 1 ORDER BY 1") == [
+        ("api", 12), ("db", 5)]
+    assert "s3cret" not in caplog.text and "s3cret" not in str(summary)
+
+    shown = [str(a["data"]) + str(a["description"])
+             for a in artifacts([f"etl-blocks-{p}" for p in ("extract", "transform", "load", "counts")])]
+    assert len(shown) == 4 and not any("s3cret" in text for text in shown)
+    assert any("17 records, 17 loaded, 0 failed" in text for text in shown)
+
+
+def test_deployment_parameters_in_prefect_yaml_are_valid():
+    from pathlib import Path
+
+    import yaml
+
+    (deployment,) = [d for d in yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())["deployments"]
+                     if d["name"] == "etl-pipeline"]
+    parameters = etl_pipeline.validate_parameters(deployment["parameters"])
+    assert (parameters["pipeline_id"], parameters["sources"][0].cursor_column, parameters["target"].type) == (
+        "nightly-orders", "updated_at", "warehouse")
+    assert deployment["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC"}]
+
+
+@pytest.mark.slow
+def test_blocks_register_with_the_prefect_cli(prefect_server, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import cli_env
+
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    env = cli_env(tmp_path, prefect_server)
+    root = Path(__file__).parents[2]
+    done = subprocess.run([prefect, "block", "register", "-m", "blocks.etl"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = subprocess.run([prefect, "block", "type", "ls"], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert "batchyard-http-api-source" in listed.stdout and "batchyard-duckdb-warehouse" in listed.stdout
