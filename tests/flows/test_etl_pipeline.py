@@ -277,3 +277,45 @@ def test_blocks_register_with_the_prefect_cli(prefect_server, tmp_path):
     listed = subprocess.run([prefect, "block", "type", "ls"], cwd=root, env=env, capture_output=True,
                             text=True, timeout=180)
     assert "batchyard-http-api-source" in listed.stdout and "batchyard-duckdb-warehouse" in listed.stdout
+
+
+_MEASURE = """
+import json, resource, sys
+from batchyard.etl.spec import load_spec, PipelineSpec
+from flows.etl_pipeline import etl_pipeline
+spec = load_spec(sys.argv[1])
+result = etl_pipeline(**{n: getattr(spec, n) for n in PipelineSpec.model_fields})
+print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "loaded": result["successful_records"]}))
+"""
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_the_number_of_records(tmp_path):
+    """Ten times the records, same peak RSS (within what Prefect's own bookkeeping adds)."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    from tests.conftest import cli_env
+
+    peaks = {}
+    for n in (20_000, 200_000):
+        data = tmp_path / f"in-{n}.parquet"
+        pq.write_table(pa.table({"id": pa.array(range(n)), "text": pa.array([f"record {i:09d} " * 8 for i in range(n)])}),
+                       data, row_group_size=10_000)
+        spec = tmp_path / f"p-{n}.json"
+        spec.write_text(json.dumps({"pipeline_id": f"mem-{n}", "batch_size": 20_000, "max_parallel": 2,
+                                    "sources": [{"type": "file", "id": "f", "path": str(data)}],
+                                    "target": {"type": "warehouse", "path": str(tmp_path / f"w-{n}.duckdb"),
+                                               "table": "t"}}))
+        done = subprocess.run([sys.executable, "-c", _MEASURE, str(spec)], env=cli_env(tmp_path), cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        assert measured["loaded"] == n
+        peaks[n] = measured["rss_mb"]
+    # 200,000 records of ~130 bytes are ~26 MB of text; collected, they would add far more than this.
+    assert peaks[200_000] < peaks[20_000] + 40, peaks
