@@ -295,12 +295,12 @@ TARGET = lambda tmp_path, n: {"type": "file", "path": str(tmp_path / f"out-{n}")
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
-    "unresolved: run by hand, 20k/200k/600k records peak at 321/402/403 MB (flat), but inside this "
-    "test 150k/450k peak at 357/541 MB; the cause is not found yet"))
+    "open: peak RSS does grow: 50k/250k records of 1 kB peak at 446/982 MB (Parquet source, file "
+    "target); iterating the Parquet file alone keeps ~160 MB; the rest is not found yet"))
 def test_peak_memory_does_not_grow_with_the_number_of_records(tmp_path, prefect_server):
-    """Three times the records, same peak RSS. Both runs have enough batches to warm up what a
-    run holds whatever its size (worker threads, their allocator arenas, Prefect's clients). A real
-    server, not an ephemeral one inside the measured process, keeps the run's records."""
+    """Five times the records (of 1 kB each), about the same peak RSS. A real server, not an
+    ephemeral one inside the measured process, keeps the run's records; allocator settings that
+    hand freed memory back keep the measure from swinging with thread timing."""
     import json
     import subprocess
     import sys
@@ -310,20 +310,20 @@ def test_peak_memory_does_not_grow_with_the_number_of_records(tmp_path, prefect_
     from tests.conftest import cli_env
 
     peaks = {}
-    for n in (150_000, 450_000):
+    for n in (50_000, 250_000):
         data = tmp_path / f"in-{n}.parquet"
-        pq.write_table(pa.table({"id": pa.array(range(n)), "text": pa.array([f"record {i:09d} " * 8 for i in range(n)])}),
-                       data, row_group_size=10_000)
+        pq.write_table(pa.table({"id": pa.array(range(n)), "text": pa.array([f"{i:09d}" * 100 for i in range(n)])}),
+                       data, row_group_size=5_000)
         spec = tmp_path / f"p-{n}.json"
-        spec.write_text(json.dumps({"pipeline_id": f"mem-{n}", "batch_size": 15_000, "max_parallel": 2,
+        spec.write_text(json.dumps({"pipeline_id": f"mem-{n}", "batch_size": 5_000, "max_parallel": 2,
                                     "sources": [{"type": "file", "id": "f", "path": str(data)}],
-                                    "target": TARGET(tmp_path, n)}))
-        done = subprocess.run([sys.executable, "-c", _MEASURE, str(spec)], env=cli_env(tmp_path, prefect_server),
-                              cwd=str(tmp_path),
+                                    "target": {"type": "file", "path": str(tmp_path / f"out-{n}")}}))
+        env = cli_env(tmp_path, prefect_server, MALLOC_ARENA_MAX="2", ARROW_DEFAULT_MEMORY_POOL="system")
+        done = subprocess.run([sys.executable, "-c", _MEASURE, str(spec)], env=env, cwd=str(tmp_path),
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         measured = json.loads(done.stdout.strip().splitlines()[-1])
         assert measured["loaded"] == n
         peaks[n] = measured["rss_mb"]
-    # 300,000 more records of ~140 bytes are ~40 MB more text; collected, they would show.
-    assert peaks[450_000] < peaks[150_000] + 15, peaks
+    # 200,000 more records of 1 kB are 200 MB more data; collected, they would show many times over.
+    assert peaks[250_000] < peaks[50_000] + 50, peaks
