@@ -327,3 +327,27 @@ def test_peak_memory_does_not_grow_with_the_number_of_records(tmp_path, prefect_
         peaks[n] = measured["rss_mb"]
     # 200,000 more records of 1 kB are 200 MB more data; collected, they would show many times over.
     assert peaks[250_000] < peaks[50_000] + 50, peaks
+
+
+def test_a_failed_batch_is_recorded_and_the_next_run_loads_it_again(tmp_path):
+    source_db = f"sqlite:///{tmp_path / 'source.db'}"
+    make_events(source_db, range(1, 11))
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    with session(target, write=True) as current:  # the owner's table refuses amounts of 16 or more
+        current.sql("CREATE TABLE events (id INTEGER PRIMARY KEY, amount REAL CHECK (amount < 16))")
+    spec = dict(pipeline_id="again", batch_size=5, write_disposition="merge",
+                sources=[{"type": "database", "id": "db", "url": source_db, "table": "events",
+                          "cursor_column": "updated_at"}],
+                target={"type": "database", "url": target, "table": "events", "primary_key": ["id"]})
+    first = run(**spec)
+    assert counts(first) == (10, 5, 5)
+    assert first["failed_batches"][0].startswith("db#1: load: LoadValidationError: ")
+    assert "CHECK constraint failed" in first["failed_batches"][0]
+    assert rows(target, "SELECT source_id, batch_index, n_rows FROM batchyard_etl_failed") == [("db", 1, 5)]
+    assert rows(target, "SELECT count(*) FROM batchyard_etl_state") == [(0,)]  # the cursor did not move
+    with session(source_db, write=True) as current:
+        current.sql("UPDATE events SET amount = amount / 10 WHERE id > 5")
+    assert counts(run(**spec)) == (10, 10, 0)
+    assert rows(target, "SELECT id, amount FROM events WHERE id >= 5 ORDER BY id") == [
+        (5, 12.5), (6, 1.5), (7, 1.75), (8, 2.0), (9, 2.25), (10, 2.5)]
+    assert counts(run(**spec)) == (0, 0, 0)
