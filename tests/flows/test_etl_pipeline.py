@@ -349,3 +349,27 @@ def test_a_failed_batch_is_recorded_and_the_next_run_loads_it_again(tmp_path):
     assert rows(target, "SELECT id, amount FROM events WHERE id >= 5 ORDER BY id") == [
         (5, 12.5), (6, 1.5), (7, 1.75), (8, 2.0), (9, 2.25), (10, 2.5)]
     assert counts(run(**spec)) == (0, 0, 0)
+
+
+def test_api_into_postgres_append_then_replace(postgres_url):
+    table = f"api_{uuid.uuid4().hex[:8]}"
+    target = {"type": "database", "url": postgres_url, "table": table}
+    try:
+        with ApiServer(items=23) as api:
+            source = {"type": "api", "id": "link", "url": api.url + "/link?limit=10", "auth_env": "API_TOKEN",
+                      "pagination": {"style": "link"}}
+            assert counts(run(pipeline_id=table, batch_size=6, sources=[source], target=target)) == (23, 23, 0)
+            assert counts(run(pipeline_id=table, batch_size=6, sources=[source], target=target)) == (23, 23, 0)
+            assert rows(postgres_url, f"SELECT count(*), count(DISTINCT id) FROM {table}") == [(46, 23)]
+            replaced = run(pipeline_id=table, batch_size=6, sources=[source], target=target,
+                           write_disposition="replace")
+        assert counts(replaced) == (23, 23, 0) and replaced["replaced"] is True
+        assert rows(postgres_url, f"SELECT count(*), count(DISTINCT id), min(name), max(price) FROM {table}") == [
+            (23, 23, "item 1", 34.5)]
+        assert rows(postgres_url, f"SELECT tags, _source_id, _pipeline_version, _row_number FROM {table} "
+                                  "WHERE id = 2") == [('{"even": true}', "link", "1.0", 2)]
+        assert rows(postgres_url, f"SELECT count(*) FROM {table} WHERE _processed_at > now() - interval '1 hour'") == [
+            (23,)]
+    finally:
+        with session(postgres_url, write=True) as current:
+            current.sql(f"DROP TABLE IF EXISTS {table}")
