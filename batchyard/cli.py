@@ -212,6 +212,42 @@ def resume(
 
 
 @app.command()
+def retry(
+    batch_id: Annotated[str, typer.Argument(help="The batch whose failed records to retry.")],
+    db: DbOption = DEFAULT_DB,
+    from_file: Annotated[Path | None, typer.Option(
+        "--from", help="A corrected rejects file (keeps its _row_number column).")] = None,
+    max_retries: Annotated[int, typer.Option(min=1, help="Abandon records after this many.")] = 3,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-validate and load a batch's failed records (the retry-failed flow)."""
+    from batchyard.pipeline import ImportJob, batch_row, check_startable
+    from flows.retry_failed import retry_failed
+
+    url = _resolve_db(db)
+    try:
+        batch = batch_row(url, batch_id)
+        check_startable(batch, fresh=True)
+        if from_file is not None and not from_file.is_file():
+            raise BatchyardError(f"{from_file}: no such file")
+    except BatchyardError as exc:
+        fail(str(exc))
+    job = ImportJob(batch_id=batch_id, source=batch["source"], schema_name=batch["schema_name"],
+                    db=url, table=batch["target_table"])
+    state = run_flow(retry_failed, batch_id=batch_id, db=db, max_retries=max_retries,
+                     from_file=str(from_file.resolve()) if from_file else None)
+    summary = _finished(state, job)
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        _print_summary(summary, False)
+        if "retry" in summary:
+            typer.echo("  retry: " + ", ".join(f"{k} {v:,}" for k, v in summary["retry"].items()))
+    if summary["status"] != "completed":
+        raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
+@app.command()
 def stop(
     batch_id: Annotated[str, typer.Argument(help="A running batch.")],
     db: DbOption = DEFAULT_DB,

@@ -204,10 +204,18 @@ def _parse_failures(raw: pa.Table) -> tuple[pa.Table, list[ledger.RecordEntry]]:
     return raw.filter(pc.invert(broken)), entries
 
 
-def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
-    """Read → validate → transform → load one chunk; its rows and ledger entries commit together."""
-    plan = load_schema(job.schema_name)
-    raw, entries = _parse_failures(read_chunk(ref))
+@dataclass
+class Prepared:
+    """A chunk after validation and transforms, ready to load: the typed rows, and the records
+    that failed or were ignored on the way (with their ledger entries)."""
+
+    output: pa.Table
+    entries: list[ledger.RecordEntry]
+
+
+def prepare_chunk(plan, raw: pa.Table) -> Prepared:
+    """validate → transform: pure, no I/O, so a chunk task retry redoes nothing it needn't."""
+    raw, entries = _parse_failures(raw)
     raw = raw.drop_columns([PARSE_ERROR, RAW])
     checked = validate_table(normalise(raw, plan), raw, plan)
     entries += [
@@ -215,16 +223,24 @@ def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
         for r in checked.rejects
     ]
     valid, duplicates = dedupe(checked.valid, plan.key)
+    entries += [_duplicate_entry(d.row_number, d.first_row, d.key) for d in duplicates]
     output = derive(valid, plan)
     schema = plan.output_schema()
     output = output.select([*schema.names, ROW]).cast(schema.append(pa.field(ROW, pa.int64())))
+    return Prepared(output, entries)
+
+
+def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
+    """Read → validate → transform → load one chunk; its rows and ledger entries commit together."""
+    plan = load_schema(job.schema_name)
+    prepared = prepare_chunk(plan, read_chunk(ref))
+    entries = prepared.entries
     with session(job.db, write=True) as connection:
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
             return ChunkResult(ref.index, ref.n_rows, skipped=True)
-        loaded = load_rows(connection, job.table, output, plan.key, job.batch_id)
-        duplicates = [(d.row_number, d.first_row, d.key) for d in duplicates] + loaded.duplicates
-        entries += [_duplicate_entry(row, first, key) for row, first, key in duplicates]
-        success = output.num_rows - len(loaded.duplicates)
+        loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id)
+        entries += [_duplicate_entry(row, first, key) for row, first, key in loaded.duplicates]
+        success = prepared.output.num_rows - len(loaded.duplicates)
         pause_point("chunk-loaded")
         ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
     pause_point("chunk-committed")
