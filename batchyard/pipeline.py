@@ -213,9 +213,31 @@ class Prepared:
     entries: list[ledger.RecordEntry]
 
 
+def _nul_failures(raw: pa.Table, fields: list[str]) -> tuple[pa.Table, list[ledger.RecordEntry]]:
+    """A NUL byte is valid in Arrow and pydantic but refused by PostgreSQL and breaks most
+    tools downstream: reject the record, naming the field."""
+    masks = {f: pc.fill_null(pc.match_substring(raw[f], "\x00"), False) for f in fields}
+    hits = [f for f, m in masks.items() if pc.any(m).as_py()]
+    if not hits:
+        return raw, []
+    bad = masks[hits[0]]
+    for f in hits[1:]:
+        bad = pc.or_(bad, masks[f])
+    entries = []
+    for record in raw.filter(bad).to_pylist():
+        named = [f for f in hits if record[f] is not None and "\x00" in record[f]]
+        message = "; ".join(f"{f}: contains a NUL byte (\\x00)" for f in named)
+        payload = {k: v for k, v in record.items() if k in fields}
+        entries.append(ledger.RecordEntry(record[ROW], "failed", VALIDATION_ERROR, message,
+                                          message, payload))
+    return raw.filter(pc.invert(bad)), entries
+
+
 def prepare_chunk(plan, raw: pa.Table) -> Prepared:
     """validate → transform: pure, no I/O, so a chunk task retry redoes nothing it needn't."""
     raw, entries = _parse_failures(raw)
+    raw, nul_entries = _nul_failures(raw, plan.field_names)
+    entries += nul_entries
     raw = raw.drop_columns([PARSE_ERROR, RAW])
     checked = validate_table(normalise(raw, plan), raw, plan)
     entries += [
