@@ -110,8 +110,9 @@ class BatchLease:
                     ledger.heartbeat(connection, self.job.batch_id, self.owner)
 
     def stop_requested(self) -> bool:
+        """Asked between chunks; a database that is briefly away means no stop was seen yet."""
         if not self.stopped:
-            with session(self.job.db) as connection:
+            with contextlib.suppress(Exception), session(self.job.db) as connection:
                 self.stopped = ledger.stop_requested(connection, self.job.batch_id)
         return self.stopped
 

@@ -54,11 +54,11 @@ def import_chunk_with_retries():
     )
 
 
-@task(name="fail-chunk", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
+@task(name="fail-chunk", cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 4, 8, 10])
 def fail_chunk(job: ImportJob, ref: ChunkRef, error: str) -> None:
     pipeline.fail_chunk(job, ref, error)
 
 
-@task(name="close-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 2])
+@task(name="close-batch", cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 4, 8, 10])
 def close_batch(job: ImportJob, cancelled: bool = False, rejects_file: str | None = None) -> dict:
     return pipeline.summary(pipeline.close_batch(job, cancelled, rejects_file))
