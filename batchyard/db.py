@@ -10,6 +10,7 @@ libraries in one process must not share a file (their POSIX locks would undo eac
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import threading
@@ -230,6 +231,17 @@ def _sqlite_connect(path: str):
 
 _local = threading.local()
 _CACHED_PER_THREAD = 4
+_open_connections: set = set()
+
+
+@atexit.register
+def close_cached_connections() -> None:
+    """Close cached SQLite connections while the interpreter still works: ADBC's finaliser
+    fails noisily when it runs during interpreter teardown."""
+    for connection in list(_open_connections):
+        with contextlib.suppress(Exception):
+            connection.close()
+    _open_connections.clear()
 
 
 def _cached_sqlite(path: str):
@@ -237,10 +249,14 @@ def _cached_sqlite(path: str):
     would cost every chunk a full checkpoint."""
     cache: OrderedDict = getattr(_local, "sqlite", None) or OrderedDict()
     _local.sqlite = cache
-    connection = cache.pop(path, None) or _sqlite_connect(path)
+    connection = cache.pop(path, None)
+    if connection is None:
+        connection = _sqlite_connect(path)
+        _open_connections.add(connection)
     cache[path] = connection
     while len(cache) > _CACHED_PER_THREAD:
         _, old = cache.popitem(last=False)
+        _open_connections.discard(old)
         with contextlib.suppress(Exception):
             old.close()
     return connection
@@ -250,6 +266,7 @@ def _forget_sqlite(path: str) -> None:
     cache = getattr(_local, "sqlite", None) or {}
     connection = cache.pop(path, None)
     if connection is not None:
+        _open_connections.discard(connection)
         with contextlib.suppress(Exception):
             connection.close()
 

@@ -59,6 +59,7 @@ chunks = sa.Table(
     sa.Column("failed", sa.Integer, nullable=False, default=0),
     sa.Column("ignored", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text),
+    sa.Column("error_code", sa.String(32)),
     sa.Column("committed_at", sa.DateTime(timezone=True)),
 )
 
@@ -245,13 +246,13 @@ def commit_chunk(connection, batch_id: str, chunk_index: int, success: int,
 
 
 def fail_chunk(connection, batch_id: str, chunk_index: int, n_rows: int,
-               error: str) -> None:
+               error: str, error_code: str = "PROCESSING_ERROR") -> None:
     """A chunk that exhausted its retries: its records count as failed until it is resumed."""
     result = connection.execute(
         chunks.update()
         .where(chunks.c.batch_id == batch_id, chunks.c.chunk_index == chunk_index,
                chunks.c.status.in_(("pending", "committing")))
-        .values(status="failed", failed=n_rows, error=error[:2000])
+        .values(status="failed", failed=n_rows, error=error[:2000], error_code=error_code)
     )
     if result.rowcount:
         connection.execute(batches.update().where(batches.c.batch_id == batch_id)

@@ -22,7 +22,12 @@ from pydantic import BaseModel, Field
 
 from batchyard import ledger
 from batchyard.db import check_connection, safe_url, session
-from batchyard.errors import VALIDATION_ERROR, BatchStateError, ConfigurationError
+from batchyard.errors import (
+    PROCESSING_ERROR,
+    VALIDATION_ERROR,
+    BatchStateError,
+    ConfigurationError,
+)
 from batchyard.faults import pause_point
 from batchyard.lease import describe_owner, owner_alive, owner_id
 from batchyard.load import ensure_table, load_rows
@@ -280,9 +285,9 @@ def _duplicate_entry(row: int, first: int, key: dict) -> ledger.RecordEntry:
     )
 
 
-def fail_chunk(job: ImportJob, ref: ChunkRef, error: str) -> None:
+def fail_chunk(job: ImportJob, ref: ChunkRef, error: str, code: str = PROCESSING_ERROR) -> None:
     with session(job.db, write=True) as connection:
-        ledger.fail_chunk(connection, job.batch_id, ref.index, ref.n_rows, error)
+        ledger.fail_chunk(connection, job.batch_id, ref.index, ref.n_rows, error, code)
 
 
 def write_failed(db: str, batch_id: str, schema_name: str, handle) -> int:
@@ -315,14 +320,16 @@ def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = N
     """Check the invariant, write the rejects file, and set the final status."""
     with session(job.db) as connection:
         batch = ledger.get_batch(connection, job.batch_id)
-        states = [c["status"] for c in ledger.planned_chunks(connection, job.batch_id)]
+        chunk_rows = ledger.planned_chunks(connection, job.batch_id)
     accounted = batch["success"] + batch["failed"] + batch["ignored"]
     error = code = None
     if cancelled:
         status = "cancelled"
-    elif any(s != "committed" for s in states):
-        status, code = "failed", "PROCESSING_ERROR"
-        error = f"{sum(s != 'committed' for s in states)} chunk(s) failed; resume the batch"
+    elif any(c["status"] != "committed" for c in chunk_rows):
+        failed_chunks = [c for c in chunk_rows if c["status"] != "committed"]
+        status = "failed"
+        code = failed_chunks[0]["error_code"] or PROCESSING_ERROR
+        error = f"{len(failed_chunks)} chunk(s) failed; resume the batch"
     elif accounted != batch["total"]:
         status, code = "failed", "PROCESSING_ERROR"
         error = (f"ledger invariant broken: total {batch['total']} != success + failed + "

@@ -57,7 +57,7 @@ def batch_import(
             try:
                 progress.add(future.result())
             except Exception as exc:  # retries exhausted: record it, the other chunks go on
-                fail_chunk(job, ref, f"{type(exc).__name__}: {exc}")
+                fail_chunk(job, ref, exc)
                 progress.add_failed_chunk(ref.index, ref.n_rows, str(exc))
 
         summary = close_batch(job, cancelled=lease.stopped, rejects_file=rejects_file)
