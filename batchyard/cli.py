@@ -119,7 +119,8 @@ def import_(
     from flows.batch_import import batch_import
 
     state = run_flow(
-        batch_import, source=job.source, schema_name=schema, db=db, table=job.table,
+        batch_import, source=job.source, schema_name=schema, db=_parameter(db, job.db),
+        table=job.table,
         chunk_size=chunk_size, max_parallel=max_parallel, batch_id=job.batch_id, fresh=fresh,
         options=options, rejects_file=str(rejects) if rejects else None,
     )
@@ -130,9 +131,12 @@ def import_(
 
 
 def _resolve_db(db: str) -> str:
-    """`block:NAME` needs Prefect (the block lives on its server); plain URLs do not."""
+    """`block:NAME` needs Prefect (the block lives on its server); plain URLs do not.
+
+    A PostgreSQL password given in the URL moves to PGPASSWORD for this process, so that it
+    is in no flow parameter, log line, artifact or ledger row (libpq reads it from there)."""
     if not db.startswith("block:"):
-        return db
+        return _password_to_environment(db)
     _prefect_environment()
     from blocks.database import database_url
 
@@ -140,6 +144,25 @@ def _resolve_db(db: str) -> str:
         return database_url(db)
     except (ValueError, KeyError) as exc:
         fail(f"cannot load database block {db!r}: {str(exc).splitlines()[0]}")
+
+
+def _parameter(given: str, resolved: str) -> str:
+    """What the flow run records as its `db` parameter: the block name, or the URL without
+    its password; never a secret."""
+    return given if given.startswith("block:") else resolved
+
+
+def _password_to_environment(db: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db)
+    except Exception:
+        return db  # the one-line error comes from the connection check
+    if url.get_backend_name() != "postgresql" or not url.password:
+        return db
+    os.environ["PGPASSWORD"] = str(url.password)
+    return url._replace(password=None).render_as_string(hide_password=False)  # set() keeps it
 
 
 def _finished(state, job) -> dict:
@@ -211,7 +234,8 @@ def resume(
     options = SourceOptions.model_validate_json(batch["options"] or "{}")
     job = ImportJob(batch_id=batch_id, source=batch["source"], schema_name=batch["schema_name"],
                     db=url, table=batch["target_table"])
-    state = run_flow(batch_import, source=job.source, schema_name=job.schema_name, db=db,
+    state = run_flow(batch_import, source=job.source, schema_name=job.schema_name,
+                     db=_parameter(db, url),
                      table=job.table, chunk_size=batch["chunk_size"] or 50_000,
                      max_parallel=max_parallel, batch_id=batch_id, options=options)
     summary = _finished(state, job)
@@ -243,7 +267,8 @@ def retry(
         fail(str(exc))
     job = ImportJob(batch_id=batch_id, source=batch["source"], schema_name=batch["schema_name"],
                     db=url, table=batch["target_table"])
-    state = run_flow(retry_failed, batch_id=batch_id, db=db, max_retries=max_retries,
+    state = run_flow(retry_failed, batch_id=batch_id, db=_parameter(db, url),
+                     max_retries=max_retries,
                      from_file=str(from_file.resolve()) if from_file else None)
     summary = _finished(state, job)
     if as_json:
