@@ -357,6 +357,9 @@ def demo(
         raise typer.Exit(EXIT_NOT_COMPLETED)
 
 
+__import__("batchyard.cli_stream").cli_stream.register(app)
+
+
 def main() -> None:
     try:
         app()
