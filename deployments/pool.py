@@ -13,7 +13,7 @@ import sys
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 POOL = "batchyard"
 QUEUES = ("high", "default", "low")
@@ -26,13 +26,14 @@ def create_pool(pool: str = POOL, queues: tuple[str, ...] = QUEUES) -> list[tupl
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         except ObjectAlreadyExists:
             pass
-        existing = {q.name: q for q in client.read_work_queues(work_pool_name=pool)}
         for priority, name in enumerate(queues, start=1):
-            if name in existing:
-                client.update_work_queue(existing[name].id, priority=priority)
-            else:
+            try:
+                queue = client.read_work_queue_by_name(name, work_pool_name=pool)
+                client.update_work_queue(queue.id, priority=priority)
+            except ObjectNotFound:
                 client.create_work_queue(name=name, work_pool_name=pool, priority=priority)
-        return sorted((q.priority, q.name) for q in client.read_work_queues(work_pool_name=pool))
+        found = [client.read_work_queue_by_name(name, work_pool_name=pool) for name in queues]
+        return sorted((q.priority, q.name) for q in found)
 
 
 if __name__ == "__main__":
