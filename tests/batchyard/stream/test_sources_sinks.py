@@ -143,3 +143,19 @@ def test_redis_source_acks_after_commit_and_keeps_later_windows_pending(redis_ur
     assert (second.events_in, second.events_out, second.late, second.invalid) == (1, 1, 1, 0)
     assert client.xpending(stream, group)["pending"] == 0
     assert sink.state(names).watermark == 180_000 and sink.state(names).windows == 2
+
+
+@pytest.mark.postgres
+def test_postgres_source_and_sink(postgres_url, unique_table):
+    source = SqlTableSource(postgres_url, f"{unique_table}_in")
+    sink = SqlTableSink(postgres_url, f"{unique_table}_out")
+    insert_events(postgres_url, f"{unique_table}_in", [("a", 1, 60_000), ("a", 2, 61_000), ("z", 1, 5)])
+    job = f"pg-{unique_table}"
+    first = process_window(source, sink, job, W, 120_000)
+    assert (first.events_in, first.events_out, first.late, first.committed) == (2, 1, 1, True)
+    assert process_window(source, sink, job, W, 120_000).committed is False
+    with session(postgres_url) as current:
+        rows = current.sql(f'SELECT key, count, sum, min, max FROM "{unique_table}_out" WHERE job = %s',
+                           (job,)).rows
+    assert rows == [("a", 2, 3.0, 1.0, 2.0)]
+    assert sink.state(job).watermark == 120_000 and sink.state(job).windows == 1
