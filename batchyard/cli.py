@@ -427,6 +427,9 @@ def demo(
         raise typer.Exit(EXIT_NOT_COMPLETED)
 
 
+__import__("batchyard.cli_stream").cli_stream.register(app)
+
+
 def main() -> None:
     # Skip the collector's walk over every object at exit (about 1 s with Prefect loaded);
     # registered first, so it runs last, after Prefect's own exit hooks.
