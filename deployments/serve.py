@@ -10,6 +10,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 
 from batchyard.stream.job import StreamJob
 from flows.batch_import import batch_import
+from flows.retry_failed import retry_failed
 from flows.stream_window import stream_window
 
 
@@ -19,6 +20,11 @@ def deployments() -> list:
             name="batch-import",
             description="Import a file of records into a database table, with a ledger.",
             tags=["batchyard", "import"],
+        ),
+        retry_failed.to_deployment(
+            name="retry-failed",
+            description="Re-validate and load the failed records of a batch.",
+            tags=["batchyard", "retry"],
         ),
         stream_window.to_deployment(
             name="stream-window",
