@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
+import os
 import re
 import threading
 import uuid
@@ -258,8 +260,22 @@ def prepare_chunk(plan, raw: pa.Table) -> Prepared:
     return Prepared(output, entries)
 
 
+@functools.cache
+def _work_slots() -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(get_settings().work_slots or os.cpu_count() or 2)
+
+
 def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
-    """Read → validate → transform → load one chunk; its rows and ledger entries commit together."""
+    """Read → validate → transform → load one chunk; its rows and ledger entries commit together.
+
+    Up to --max-parallel chunks are in flight, but only as many as there are cores do their
+    CPU work at once: more threads than cores only fight over the GIL (measured: 10 threads on
+    2 cores were slower than 2)."""
+    with _work_slots():
+        return _process_chunk(job, ref)
+
+
+def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     plan = load_schema(job.schema_name)
     prepared = prepare_chunk(plan, read_chunk(ref))
     entries = prepared.entries

@@ -510,18 +510,22 @@ def inspect_source(path: str | Path, options: SourceOptions, plan: SchemaPlan,
     return fmt, header, mapping, extra
 
 
-def spool_source(path: str | Path, options: SourceOptions, plan: SchemaPlan, directory: Path,
-                 chunk_sizes: Iterator[int]) -> SourcePlan:
-    """Read the whole source once into chunk files under `directory`; return their references."""
+def iter_spool(path: str | Path, options: SourceOptions, plan: SchemaPlan, directory: Path,
+               chunk_sizes: Iterator[int], result: SourcePlan) -> Iterator[ChunkRef]:
+    """Read the source once into chunk files under `directory`, yielding each chunk as soon as
+    it is written, so loading starts while the rest of the file is still being read. `result`
+    is filled in as it goes (total and warnings are final once the iterator is exhausted)."""
     path = Path(path)
     fmt, header, mapping, extra = inspect_source(path, options, plan)
+    result.columns, result.extra_columns = list(mapping), extra
+    result.warnings = [f"extra column(s) ignored: {', '.join(extra)}"] if extra else []
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     spooler = _Spooler(directory, plan.field_names, chunk_sizes)
     block_rows = 65_536
     if fmt == "csv":
-        tables = read_csv(path, options, mapping, header, block_size=8 << 20)
+        tables = read_csv(path, options, mapping, header, block_size=4 << 20)
     elif fmt == "jsonl":
         tables = read_jsonl(path, options, plan.field_names, block_rows)
     elif fmt == "parquet":
@@ -531,9 +535,26 @@ def spool_source(path: str | Path, options: SourceOptions, plan: SchemaPlan, dir
     for table in tables:
         if table.num_rows:
             spooler.add(table)
-    chunks = spooler.finish()
-    warnings = [f"extra column(s) ignored: {', '.join(extra)}"] if extra else []
-    return SourcePlan(list(mapping), chunks, spooler.total, extra, warnings)
+            yield from _drain(spooler, result)
+    spooler.finish()
+    yield from _drain(spooler, result)
+
+
+def _drain(spooler: _Spooler, result: SourcePlan) -> Iterator[ChunkRef]:
+    while len(result.chunks) < len(spooler.chunks):
+        ref = spooler.chunks[len(result.chunks)]
+        result.chunks.append(ref)
+        result.total += ref.n_rows
+        yield ref
+
+
+def spool_source(path: str | Path, options: SourceOptions, plan: SchemaPlan, directory: Path,
+                 chunk_sizes: Iterator[int]) -> SourcePlan:
+    """Read the whole source into chunk files; return their references."""
+    result = SourcePlan([], [], 0)
+    for _ in iter_spool(path, options, plan, directory, chunk_sizes, result):
+        pass
+    return result
 
 
 def read_chunk(ref: ChunkRef) -> pa.Table:
