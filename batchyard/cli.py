@@ -213,6 +213,20 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 DEFAULT_DB = "sqlite:///batchyard.db"
 
 
+def _existing_batch(url: str, batch_id: str, fresh: bool):
+    """The ledger row of a batch that may start now, and the job to run it; else exit 1."""
+    from batchyard.pipeline import ImportJob, batch_row, check_startable
+
+    try:
+        batch = batch_row(url, batch_id)
+        check_startable(batch, fresh=fresh)
+    except BatchyardError as exc:
+        fail(str(exc))
+    job = ImportJob(batch_id=batch_id, source=batch["source"], schema_name=batch["schema_name"],
+                    db=url, table=batch["target_table"])
+    return batch, job
+
+
 @app.command()
 def resume(
     batch_id: Annotated[str, typer.Argument(help="A batch that did not complete.")],
@@ -221,19 +235,12 @@ def resume(
     as_json: JsonOption = False,
 ) -> None:
     """Carry on a batch that failed, was stopped or crashed: committed chunks are kept."""
-    from batchyard.pipeline import ImportJob, batch_row, check_startable
     from batchyard.sources import SourceOptions
     from flows.batch_import import batch_import
 
     url = _resolve_db(db)
-    try:
-        batch = batch_row(url, batch_id)
-        check_startable(batch, fresh=False)
-    except BatchyardError as exc:
-        fail(str(exc))
+    batch, job = _existing_batch(url, batch_id, fresh=False)
     options = SourceOptions.model_validate_json(batch["options"] or "{}")
-    job = ImportJob(batch_id=batch_id, source=batch["source"], schema_name=batch["schema_name"],
-                    db=url, table=batch["target_table"])
     state = run_flow(batch_import, source=job.source, schema_name=job.schema_name,
                      db=_parameter(db, url),
                      table=job.table, chunk_size=batch["chunk_size"] or 50_000,
@@ -254,19 +261,12 @@ def retry(
     as_json: JsonOption = False,
 ) -> None:
     """Re-validate and load a batch's failed records (the retry-failed flow)."""
-    from batchyard.pipeline import ImportJob, batch_row, check_startable
     from flows.retry_failed import retry_failed
 
+    if from_file is not None and not from_file.is_file():
+        fail(f"{from_file}: no such file")
     url = _resolve_db(db)
-    try:
-        batch = batch_row(url, batch_id)
-        check_startable(batch, fresh=True)
-        if from_file is not None and not from_file.is_file():
-            raise BatchyardError(f"{from_file}: no such file")
-    except BatchyardError as exc:
-        fail(str(exc))
-    job = ImportJob(batch_id=batch_id, source=batch["source"], schema_name=batch["schema_name"],
-                    db=url, table=batch["target_table"])
+    _, job = _existing_batch(url, batch_id, fresh=True)
     state = run_flow(retry_failed, batch_id=batch_id, db=_parameter(db, url),
                      max_retries=max_retries,
                      from_file=str(from_file.resolve()) if from_file else None)

@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from batchyard.db import session
 from batchyard.demo import expected_counts, write_users
 from batchyard.pipeline import request_stop
 from flows.batch_import import batch_import
-from tests.conftest import batchyard_command, cli_env
-
-
-def rows(url: str, sql: str) -> list[tuple]:
-    with session(url, write=True) as current:
-        return [tuple(r) for r in current.sql(sql)]
+from tests.conftest import batchyard_command, cli_env, rows
 
 
 def start_paused(tmp_path: Path, api: str, source: Path, db: str, batch_id: str, point: str):

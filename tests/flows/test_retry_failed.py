@@ -5,15 +5,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from batchyard.db import session
 from batchyard.demo import write_users
 from flows.batch_import import batch_import
 from flows.retry_failed import retry_failed
-
-
-def rows(url: str, sql: str) -> list[tuple]:
-    with session(url, write=True) as current:
-        return [tuple(r) for r in current.sql(sql)]
+from tests.conftest import rows
 
 
 def invariant(url: str, batch_id: str) -> tuple:

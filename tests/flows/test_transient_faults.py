@@ -11,9 +11,10 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from batchyard.db import normalise_url, session
+from batchyard.db import normalise_url
 from batchyard.demo import expected_counts, write_users
 from flows.batch_import import batch_import
+from tests.conftest import rows
 
 HOLD_LOCK = """
 import sqlite3, sys, time
@@ -24,10 +25,6 @@ time.sleep(float(sys.argv[2]))
 connection.execute("ROLLBACK")
 """
 
-
-def rows(url: str, sql: str) -> list[tuple]:
-    with session(url, write=True) as current:
-        return [tuple(r) for r in current.sql(sql)]
 
 
 def committed(url: str) -> int:
