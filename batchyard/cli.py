@@ -416,18 +416,31 @@ def demo(
     summary = _finished(state, job)
     _print_summary(summary, False)
     typer.echo("")
+    me = _command_name()
     typer.echo("where to look next:")
     typer.echo(f"  the data:     sqlite3 {db_path} 'select count(*) from users'")
-    typer.echo(f"  the ledger:   batchyard status {summary['batch_id']} --db {db}")
+    typer.echo(f"  the ledger:   {me} status {summary['batch_id']} --db {db}")
+    typer.echo(f"                {me} list --db {db}")
+    typer.echo(f"                {me} errors {summary['batch_id']} --db {db}")
     if summary.get("rejects_file"):
         typer.echo(f"  the rejects:  {summary['rejects_file']}")
-    typer.echo("  the UI:       prefect server start  (then import with PREFECT_API_URL="
-               "http://127.0.0.1:4200/api to watch runs at http://127.0.0.1:4200)")
+    prefect = str(Path(me).with_name("prefect")) if "/" in me else "prefect"
+    typer.echo(f"  the UI:       {prefect} server start, then import with PREFECT_API_URL="
+               "http://127.0.0.1:4200/api and watch the runs at http://127.0.0.1:4200")
     if summary["status"] != "completed":
         raise typer.Exit(EXIT_NOT_COMPLETED)
 
 
 __import__("batchyard.cli_stream").cli_stream.register(app)
+
+
+def _command_name() -> str:
+    """How the user can call this command again from here (`.venv/bin/batchyard` after setup)."""
+    invoked = Path(sys.argv[0])
+    try:
+        return str(invoked.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return invoked.name
 
 
 def main() -> None:
