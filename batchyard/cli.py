@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import logging
 import os
@@ -21,9 +23,16 @@ EXIT_NOT_COMPLETED = 3
 
 
 def _prefect_environment() -> None:
-    """No network here and none needed: telemetry off, quiet ephemeral server."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    """No network here and none needed: telemetry off. For the temporary server of ephemeral
+    mode: a generous start-up timeout (a loaded machine), and task-run states recorded in
+    batches rather than one transaction each, so a batch's states are written before exit."""
+    for name, value in (
+        ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+        ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"),
+        ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100"),
+        ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "1"),
+    ):
+        os.environ.setdefault(name, value)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -110,7 +119,8 @@ def import_(
     from flows.batch_import import batch_import
 
     state = run_flow(
-        batch_import, source=job.source, schema_name=schema, db=db, table=job.table,
+        batch_import, source=job.source, schema_name=schema, db=_parameter(db, job.db),
+        table=job.table,
         chunk_size=chunk_size, max_parallel=max_parallel, batch_id=job.batch_id, fresh=fresh,
         options=options, rejects_file=str(rejects) if rejects else None,
     )
@@ -121,9 +131,12 @@ def import_(
 
 
 def _resolve_db(db: str) -> str:
-    """`block:NAME` needs Prefect (the block lives on its server); plain URLs do not."""
+    """`block:NAME` needs Prefect (the block lives on its server); plain URLs do not.
+
+    A PostgreSQL password given in the URL moves to PGPASSWORD for this process, so that it
+    is in no flow parameter, log line, artifact or ledger row (libpq reads it from there)."""
     if not db.startswith("block:"):
-        return db
+        return _password_to_environment(db)
     _prefect_environment()
     from blocks.database import database_url
 
@@ -131,6 +144,25 @@ def _resolve_db(db: str) -> str:
         return database_url(db)
     except (ValueError, KeyError) as exc:
         fail(f"cannot load database block {db!r}: {str(exc).splitlines()[0]}")
+
+
+def _parameter(given: str, resolved: str) -> str:
+    """What the flow run records as its `db` parameter: the block name, or the URL without
+    its password; never a secret."""
+    return given if given.startswith("block:") else resolved
+
+
+def _password_to_environment(db: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db)
+    except Exception:
+        return db  # the one-line error comes from the connection check
+    if url.get_backend_name() != "postgresql" or not url.password:
+        return db
+    os.environ["PGPASSWORD"] = str(url.password)
+    return url._replace(password=None).render_as_string(hide_password=False)  # set() keeps it
 
 
 def _finished(state, job) -> dict:
@@ -181,6 +213,20 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 DEFAULT_DB = "sqlite:///batchyard.db"
 
 
+def _existing_batch(url: str, batch_id: str, fresh: bool):
+    """The ledger row of a batch that may start now, and the job to run it; else exit 1."""
+    from batchyard.pipeline import ImportJob, batch_row, check_startable
+
+    try:
+        batch = batch_row(url, batch_id)
+        check_startable(batch, fresh=fresh)
+    except BatchyardError as exc:
+        fail(str(exc))
+    job = ImportJob(batch_id=batch_id, source=batch["source"], schema_name=batch["schema_name"],
+                    db=url, table=batch["target_table"])
+    return batch, job
+
+
 @app.command()
 def resume(
     batch_id: Annotated[str, typer.Argument(help="A batch that did not complete.")],
@@ -189,24 +235,48 @@ def resume(
     as_json: JsonOption = False,
 ) -> None:
     """Carry on a batch that failed, was stopped or crashed: committed chunks are kept."""
-    from batchyard.pipeline import ImportJob, batch_row, check_startable
     from batchyard.sources import SourceOptions
     from flows.batch_import import batch_import
 
     url = _resolve_db(db)
-    try:
-        batch = batch_row(url, batch_id)
-        check_startable(batch, fresh=False)
-    except BatchyardError as exc:
-        fail(str(exc))
+    batch, job = _existing_batch(url, batch_id, fresh=False)
     options = SourceOptions.model_validate_json(batch["options"] or "{}")
-    job = ImportJob(batch_id=batch_id, source=batch["source"], schema_name=batch["schema_name"],
-                    db=url, table=batch["target_table"])
-    state = run_flow(batch_import, source=job.source, schema_name=job.schema_name, db=db,
+    state = run_flow(batch_import, source=job.source, schema_name=job.schema_name,
+                     db=_parameter(db, url),
                      table=job.table, chunk_size=batch["chunk_size"] or 50_000,
                      max_parallel=max_parallel, batch_id=batch_id, options=options)
     summary = _finished(state, job)
     _print_summary(summary, as_json)
+    if summary["status"] != "completed":
+        raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
+@app.command()
+def retry(
+    batch_id: Annotated[str, typer.Argument(help="The batch whose failed records to retry.")],
+    db: DbOption = DEFAULT_DB,
+    from_file: Annotated[Path | None, typer.Option(
+        "--from", help="A corrected rejects file (keeps its _row_number column).")] = None,
+    max_retries: Annotated[int, typer.Option(min=1, help="Abandon records after this many.")] = 3,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-validate and load a batch's failed records (the retry-failed flow)."""
+    from flows.retry_failed import retry_failed
+
+    if from_file is not None and not from_file.is_file():
+        fail(f"{from_file}: no such file")
+    url = _resolve_db(db)
+    _, job = _existing_batch(url, batch_id, fresh=True)
+    state = run_flow(retry_failed, batch_id=batch_id, db=_parameter(db, url),
+                     max_retries=max_retries,
+                     from_file=str(from_file.resolve()) if from_file else None)
+    summary = _finished(state, job)
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        _print_summary(summary, False)
+        if "retry" in summary:
+            typer.echo("  retry: " + ", ".join(f"{k} {v:,}" for k, v in summary["retry"].items()))
     if summary["status"] != "completed":
         raise typer.Exit(EXIT_NOT_COMPLETED)
 
@@ -346,21 +416,38 @@ def demo(
     summary = _finished(state, job)
     _print_summary(summary, False)
     typer.echo("")
+    me = _command_name()
     typer.echo("where to look next:")
     typer.echo(f"  the data:     sqlite3 {db_path} 'select count(*) from users'")
-    typer.echo(f"  the ledger:   batchyard status {summary['batch_id']} --db {db}")
+    typer.echo(f"  the ledger:   {me} status {summary['batch_id']} --db {db}")
+    typer.echo(f"                {me} list --db {db}")
+    typer.echo(f"                {me} errors {summary['batch_id']} --db {db}")
     if summary.get("rejects_file"):
         typer.echo(f"  the rejects:  {summary['rejects_file']}")
-    typer.echo("  the UI:       prefect server start  (then import with PREFECT_API_URL="
-               "http://127.0.0.1:4200/api to watch runs at http://127.0.0.1:4200)")
+    prefect = str(Path(me).with_name("prefect")) if "/" in me else "prefect"
+    typer.echo(f"  the UI:       {prefect} server start, then import with PREFECT_API_URL="
+               "http://127.0.0.1:4200/api and watch the runs at http://127.0.0.1:4200")
     if summary["status"] != "completed":
         raise typer.Exit(EXIT_NOT_COMPLETED)
 
 
+__import__("batchyard.cli_stream").cli_stream.register(app)
 __import__("batchyard.cli_etl", fromlist=["register"]).register(app)
 
 
+def _command_name() -> str:
+    """How the user can call this command again from here (`.venv/bin/batchyard` after setup)."""
+    invoked = Path(sys.argv[0])
+    try:
+        return str(invoked.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return invoked.name
+
+
 def main() -> None:
+    # Skip the collector's walk over every object at exit (about 1 s with Prefect loaded);
+    # registered first, so it runs last, after Prefect's own exit hooks.
+    atexit.register(gc.freeze)
     try:
         app()
     except BatchyardError as exc:

@@ -10,8 +10,10 @@ libraries in one process must not share a file (their POSIX locks would undo eac
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -230,6 +232,17 @@ def _sqlite_connect(path: str):
 
 _local = threading.local()
 _CACHED_PER_THREAD = 4
+_open_connections: set = set()
+
+
+@atexit.register
+def close_cached_connections() -> None:
+    """Close cached SQLite connections while the interpreter still works: ADBC's finaliser
+    fails noisily when it runs during interpreter teardown."""
+    for connection in list(_open_connections):
+        with contextlib.suppress(Exception):
+            connection.close()
+    _open_connections.clear()
 
 
 def _cached_sqlite(path: str):
@@ -237,19 +250,38 @@ def _cached_sqlite(path: str):
     would cost every chunk a full checkpoint."""
     cache: OrderedDict = getattr(_local, "sqlite", None) or OrderedDict()
     _local.sqlite = cache
-    connection = cache.pop(path, None) or _sqlite_connect(path)
-    cache[path] = connection
+    connection, identity = cache.pop(path, (None, None))
+    if connection is not None and identity != _file_identity(path):
+        _open_connections.discard(connection)  # the file was deleted or replaced since
+        with contextlib.suppress(Exception):
+            connection.close()
+        connection = None
+    if connection is None:
+        connection = _sqlite_connect(path)
+        _open_connections.add(connection)
+        identity = _file_identity(path)
+    cache[path] = (connection, identity)
     while len(cache) > _CACHED_PER_THREAD:
-        _, old = cache.popitem(last=False)
+        _, (old, _) = cache.popitem(last=False)
+        _open_connections.discard(old)
         with contextlib.suppress(Exception):
             old.close()
     return connection
 
 
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _forget_sqlite(path: str) -> None:
     cache = getattr(_local, "sqlite", None) or {}
-    connection = cache.pop(path, None)
+    connection, _ = cache.pop(path, (None, None))
     if connection is not None:
+        _open_connections.discard(connection)
         with contextlib.suppress(Exception):
             connection.close()
 

@@ -47,3 +47,16 @@ class BatchStateError(BatchyardError):
 def is_retryable(exc: BaseException) -> bool:
     """Transient I/O problems are retried; anything batchyard itself raised is not."""
     return not isinstance(exc, BatchyardError | ValueError | TypeError | KeyError)
+
+
+_TIMEOUT_SIGNS = ("database is locked", "canceling statement due to statement timeout",
+                  "lock timeout", "timed out")
+
+
+def error_code(exc: BaseException) -> str:
+    """The code a failure is recorded with: waits that ran out are TIMEOUT_ERROR."""
+    if isinstance(exc, BatchyardError):
+        return exc.code
+    if isinstance(exc, TimeoutError) or any(s in str(exc).lower() for s in _TIMEOUT_SIGNS):
+        return TIMEOUT_ERROR
+    return PROCESSING_ERROR

@@ -59,6 +59,7 @@ chunks = sa.Table(
     sa.Column("failed", sa.Integer, nullable=False, default=0),
     sa.Column("ignored", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text),
+    sa.Column("error_code", sa.String(32)),
     sa.Column("committed_at", sa.DateTime(timezone=True)),
 )
 
@@ -137,7 +138,7 @@ def create_batch(connection, **values) -> None:
 
 
 def start_batch(connection, batch_id: str, flow_run_id: str | None, owner: str,
-                previous_owner: str | None) -> None:
+                previous_owner: str | None, allow_completed: bool = False) -> None:
     """→ running, owned by `owner`. The update only matches the state the caller checked (not
     running, or running under the dead `previous_owner`), so of two racing starts one wins."""
     condition = batches.c.status != "running"
@@ -145,7 +146,8 @@ def start_batch(connection, batch_id: str, flow_run_id: str | None, owner: str,
         condition = sa.or_(condition, batches.c.owner == previous_owner)
     result = connection.execute(
         batches.update()
-        .where(batches.c.batch_id == batch_id, batches.c.status != "completed", condition)
+        .where(batches.c.batch_id == batch_id,
+               sa.true() if allow_completed else batches.c.status != "completed", condition)
         .values(status="running", started_at=now(), finished_at=None, error=None,
                 error_code=None, flow_run_id=flow_run_id, owner=owner, heartbeat_at=now(),
                 stop_requested=False)
@@ -244,13 +246,13 @@ def commit_chunk(connection, batch_id: str, chunk_index: int, success: int,
 
 
 def fail_chunk(connection, batch_id: str, chunk_index: int, n_rows: int,
-               error: str) -> None:
+               error: str, error_code: str = "PROCESSING_ERROR") -> None:
     """A chunk that exhausted its retries: its records count as failed until it is resumed."""
     result = connection.execute(
         chunks.update()
         .where(chunks.c.batch_id == batch_id, chunks.c.chunk_index == chunk_index,
                chunks.c.status.in_(("pending", "committing")))
-        .values(status="failed", failed=n_rows, error=error[:2000])
+        .values(status="failed", failed=n_rows, error=error[:2000], error_code=error_code)
     )
     if result.rowcount:
         connection.execute(batches.update().where(batches.c.batch_id == batch_id)
@@ -302,11 +304,12 @@ def sample_records(connection, batch_id: str, status: str = "failed",
     ).mappings()
 
 
-def iter_records(session, batch_id: str, status: str = "failed"):
+def iter_records(session, batch_id: str, statuses: tuple[str, ...] = ("failed", "abandoned")):
+    """Failed records in row order; abandoned ones are failures too, but retries skip them."""
     yield from session.stream(
         sa.select(records.c.row_number, records.c.error_code, records.c.error,
                   records.c.payload)
-        .where(records.c.batch_id == batch_id, records.c.status == status)
+        .where(records.c.batch_id == batch_id, records.c.status.in_(statuses))
         .order_by(records.c.row_number)
     )
 

@@ -1,7 +1,82 @@
-"""Running flows from the CLI, in ephemeral mode or against a server."""
+"""Running flows from the CLI, in ephemeral mode or against a server, ending cleanly.
+
+In ephemeral mode (no PREFECT_API_URL) Prefect 3.8.8 runs a temporary server in a subprocess,
+and task-run states reach its database asynchronously: the client sends events, the server's
+task-run recorder writes them. At exit Prefect stops that server at once; with a backlog (a
+batch of many chunks) the write in progress is cancelled, a CancelledError traceback lands on
+our stderr and the unwritten task runs are lost. So before exit we drain the client's log and
+event queues, wait until the server has recorded every task run of our flow run in a final
+state, and stop the server ourselves.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def _count(client, flow_run_id, state_types: tuple[str, ...] | None = None) -> int:
+    body: dict[str, Any] = {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}}
+    if state_types:
+        body["task_runs"] = {"state": {"type": {"any_": list(state_types)}}}
+    response = client.request("POST", "/task_runs/count", json=body)
+    response.raise_for_status()
+    return int(response.json())
+
+
+def wait_for_task_runs_recorded(flow_run_id, timeout: float = 60.0, quiet: float = 1.5) -> bool:
+    """True once every recorded task run is final and their number stopped growing for
+    `quiet` seconds (longer than the recorder's flush interval)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    last, stable_since = -1, time.monotonic()
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            total = _count(client, flow_run_id)
+            final = _count(client, flow_run_id, FINAL)
+            now = time.monotonic()
+            if total != last:
+                last, stable_since = total, now
+            elif final == total and now - stable_since >= quiet:
+                return True
+            time.sleep(0.1)
+    return False
+
+
+def _ephemeral() -> bool:
+    from prefect.settings import get_current_settings
+
+    return not get_current_settings().api.url
+
+
+def shutdown(flow_run_id=None, timeout: float = 60.0) -> None:
+    """Flush what this process still has to send; with a temporary server, let it catch up
+    and stop it before the interpreter's exit hooks would."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
+    if not _ephemeral():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the singleton get_client() started
+    if not server.running:
+        return
+    if flow_run_id is not None:
+        wait_for_task_runs_recorded(flow_run_id, timeout=timeout)
+    server.stop()
+
 
 def run_flow_cleanly(flow, parameters: dict):
-    return flow(**parameters, return_state=True)
+    """Run `flow` in this process and return its final state."""
+    state = None
+    try:
+        state = flow(**parameters, return_state=True)
+        return state
+    finally:
+        shutdown(state.state_details.flow_run_id if state is not None else None)

@@ -17,6 +17,9 @@ class BatchyardSettings(BaseSettings):
     retry_delays: list[float] = Field(
         [1.0, 2.0, 4.0, 8.0, 10.0], description="Seconds between chunk retries (capped at 10 s)."
     )
+    work_slots: int | None = Field(
+        None, ge=1, description="Chunks doing CPU work at once in one process (default: cores)."
+    )
     sqlite_busy_timeout: float = Field(60.0, description="Seconds a writer waits for SQLite's lock.")
     work_dir: Path = Field(
         Path.home() / ".cache" / "batchyard",

@@ -12,6 +12,7 @@ Row numbers count data records from 1 (the header is not a record; blank lines a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,9 +95,15 @@ def match_columns(header: list[str], plan: SchemaPlan, path: Path) -> tuple[dict
                if spec.name.lower() in by_lower}
     missing = [name for name in plan.required_names if name not in mapping]
     if missing:
+        hint = ""
+        if len(header) == 1:
+            guess = next((d for d in (";", "\t", "|", ",") if d in header[0]), None)
+            if guess:
+                hint = f"; the header is one column: is the delimiter {guess!r}? pass --delimiter"
+        shown = ", ".join(header) or "nothing"
         raise SourceError(
             f"{path}: line 1: missing required column(s) {', '.join(missing)} "
-            f"(header has {', '.join(header) or 'nothing'})"
+            f"(header has {shown[:200]}){hint}"
         )
     used = set(mapping.values())
     extra = [name for name in header if name not in used]
@@ -189,17 +196,20 @@ def read_csv(path: Path, options: SourceOptions, mapping: dict[str, str], header
         invalid[row.number - 1] = row.text
         return "skip"
 
-    reader = pcsv.open_csv(
-        str(path),
-        read_options=pcsv.ReadOptions(encoding=options.encoding, block_size=block_size,
-                                      use_threads=False),
-        parse_options=pcsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True,
-                                        invalid_row_handler=on_invalid),
-        convert_options=pcsv.ConvertOptions(
-            column_types={name: pa.string() for name in header},
-            strings_can_be_null=False, quoted_strings_can_be_null=False,
-        ),
-    )
+    try:
+        reader = pcsv.open_csv(
+            str(path),
+            read_options=pcsv.ReadOptions(encoding=options.encoding, block_size=block_size,
+                                          use_threads=False),
+            parse_options=pcsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True,
+                                            invalid_row_handler=on_invalid),
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=False, quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise SourceError(_csv_error(path, exc, header, options, 1)) from None
     fields = list(mapping)
     next_row = 1
     while True:
@@ -208,7 +218,7 @@ def read_csv(path: Path, options: SourceOptions, mapping: dict[str, str], header
         except StopIteration:
             break
         except pa.ArrowInvalid as exc:
-            raise SourceError(f"{path}: near record {next_row}: {_arrow_message(exc)}") from None
+            raise SourceError(_csv_error(path, exc, header, options, next_row)) from None
         rows = _row_numbers(next_row, batch.num_rows, invalid)
         next_row = int(rows[-1]) + 1 if len(rows) else next_row
         columns = {f: batch.column(header.index(mapping[f])) for f in fields}
@@ -221,6 +231,26 @@ def read_csv(path: Path, options: SourceOptions, mapping: dict[str, str], header
     tail = sorted(invalid)
     if tail:
         yield _ragged(fields, tail, invalid, expected, options.delimiter)
+
+
+_ARROW_POSITION = re.compile(r"In CSV column #(\d+): Row #(\d+): (.*)")
+
+
+def _csv_error(path: Path, exc: Exception, header: list[str], options: SourceOptions,
+               near: int) -> str:
+    """Arrow's parse error as one line that names the line and column, with a hint."""
+    message = _arrow_message(exc)
+    found = _ARROW_POSITION.search(message)
+    if not found:
+        return f"{path}: near record {near}: {message}"
+    column, row, what = int(found.group(1)), int(found.group(2)), found.group(3)
+    name = header[column] if column < len(header) else f"#{column + 1}"
+    hint = ""
+    if "UTF8" in what:
+        what = f"not valid {options.encoding}"
+        hint = "; if the file is Latin-1 or Windows-1252, pass --encoding latin-1 or cp1252"
+    where = f"record {row - 1} (line {row} if no field spans lines), column {column + 1} ({name})"
+    return f"{path}: {where}: {what}{hint}"
 
 
 def _row_numbers(first: int, count: int, invalid: dict[int, str]) -> np.ndarray:
@@ -480,18 +510,22 @@ def inspect_source(path: str | Path, options: SourceOptions, plan: SchemaPlan,
     return fmt, header, mapping, extra
 
 
-def spool_source(path: str | Path, options: SourceOptions, plan: SchemaPlan, directory: Path,
-                 chunk_sizes: Iterator[int]) -> SourcePlan:
-    """Read the whole source once into chunk files under `directory`; return their references."""
+def iter_spool(path: str | Path, options: SourceOptions, plan: SchemaPlan, directory: Path,
+               chunk_sizes: Iterator[int], result: SourcePlan) -> Iterator[ChunkRef]:
+    """Read the source once into chunk files under `directory`, yielding each chunk as soon as
+    it is written, so loading starts while the rest of the file is still being read. `result`
+    is filled in as it goes (total and warnings are final once the iterator is exhausted)."""
     path = Path(path)
     fmt, header, mapping, extra = inspect_source(path, options, plan)
+    result.columns, result.extra_columns = list(mapping), extra
+    result.warnings = [f"extra column(s) ignored: {', '.join(extra)}"] if extra else []
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     spooler = _Spooler(directory, plan.field_names, chunk_sizes)
     block_rows = 65_536
     if fmt == "csv":
-        tables = read_csv(path, options, mapping, header, block_size=8 << 20)
+        tables = read_csv(path, options, mapping, header, block_size=4 << 20)
     elif fmt == "jsonl":
         tables = read_jsonl(path, options, plan.field_names, block_rows)
     elif fmt == "parquet":
@@ -501,9 +535,26 @@ def spool_source(path: str | Path, options: SourceOptions, plan: SchemaPlan, dir
     for table in tables:
         if table.num_rows:
             spooler.add(table)
-    chunks = spooler.finish()
-    warnings = [f"extra column(s) ignored: {', '.join(extra)}"] if extra else []
-    return SourcePlan(list(mapping), chunks, spooler.total, extra, warnings)
+            yield from _drain(spooler, result)
+    spooler.finish()
+    yield from _drain(spooler, result)
+
+
+def _drain(spooler: _Spooler, result: SourcePlan) -> Iterator[ChunkRef]:
+    while len(result.chunks) < len(spooler.chunks):
+        ref = spooler.chunks[len(result.chunks)]
+        result.chunks.append(ref)
+        result.total += ref.n_rows
+        yield ref
+
+
+def spool_source(path: str | Path, options: SourceOptions, plan: SchemaPlan, directory: Path,
+                 chunk_sizes: Iterator[int]) -> SourcePlan:
+    """Read the whole source into chunk files; return their references."""
+    result = SourcePlan([], [], 0)
+    for _ in iter_spool(path, options, plan, directory, chunk_sizes, result):
+        pass
+    return result
 
 
 def read_chunk(ref: ChunkRef) -> pa.Table:

@@ -102,10 +102,18 @@ def format_errors(error: ValidationError) -> tuple[str, str]:
     for item in error.errors(include_url=False):
         where = ".".join(str(p) for p in item["loc"]) or "record"
         got = item.get("input")
-        shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {_short(got)})"
         parts.append(f"{where}: {item['msg']}{shown}")
         reasons.append(f"{where}: {item['msg']}")
     return "; ".join(parts), "; ".join(reasons)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """Quote the offending value, shortened: a 1 MB field must not make a 1 MB message."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(str(value)):,} characters)"
 
 
 def _present(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from batchyard.pipeline import BatchLease, resolve_job
+from batchyard.errors import BatchyardError
+from batchyard.pipeline import BatchLease, fail_batch, resolve_job
 from batchyard.sources import SourceOptions
 from blocks.database import database_url
 from tasks.chunks import (
@@ -41,7 +42,11 @@ def batch_import(
     job = resolve_job(source, schema_name, database_url(db), table, batch_id)
     batch = open_batch(job, chunk_size, options, fresh)
     with BatchLease(job) as lease:
-        chunks, total, warnings = spool_chunks(job, options, chunk_size)
+        try:
+            chunks, total, warnings = spool_chunks(job, options, chunk_size)
+        except BatchyardError as exc:  # the file is refused before anything is written
+            fail_batch(job, str(exc), exc.code)
+            raise
         progress = BatchProgress(job, total, batch)
         for warning in warnings:
             progress.logger.warning(warning)
@@ -52,7 +57,7 @@ def batch_import(
             try:
                 progress.add(future.result())
             except Exception as exc:  # retries exhausted: record it, the other chunks go on
-                fail_chunk(job, ref, f"{type(exc).__name__}: {exc}")
+                fail_chunk(job, ref, exc)
                 progress.add_failed_chunk(ref.index, ref.n_rows, str(exc))
 
         summary = close_batch(job, cancelled=lease.stopped, rejects_file=rejects_file)

@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from batchyard import pipeline
-from batchyard.errors import is_retryable
+from batchyard.errors import error_code, is_retryable
 from batchyard.pipeline import ChunkResult, ImportJob
 from batchyard.settings import get_settings
 from batchyard.sources import ChunkRef, SourceOptions
@@ -54,11 +54,13 @@ def import_chunk_with_retries():
     )
 
 
-@task(name="fail-chunk", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
-def fail_chunk(job: ImportJob, ref: ChunkRef, error: str) -> None:
-    pipeline.fail_chunk(job, ref, error)
+@task(name="fail-chunk", cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 4, 8, 10])
+def fail_chunk(job: ImportJob, ref: ChunkRef, exc: BaseException) -> None:
+    """Record a chunk that exhausted its retries, with its error code."""
+    code = error_code(exc)
+    pipeline.fail_chunk(job, ref, f"{code}: {type(exc).__name__}: {exc}", code)
 
 
-@task(name="close-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 2])
+@task(name="close-batch", cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 4, 8, 10])
 def close_batch(job: ImportJob, cancelled: bool = False, rejects_file: str | None = None) -> dict:
     return pipeline.summary(pipeline.close_batch(job, cancelled, rejects_file))

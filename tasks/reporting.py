@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 
+from prefect import task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from batchyard import ledger
@@ -67,6 +69,7 @@ class BatchProgress:
         self.logger.error("chunk %d failed after its retries: %s", index, error)
 
 
+@task(name="report-batch", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
 def publish_summary(job: ImportJob, summary: dict) -> None:
     """A table of the final counts and a markdown page with the commonest failure reasons."""
     create_table_artifact(

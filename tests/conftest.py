@@ -129,3 +129,12 @@ def batchyard_command() -> str:
     import sys
 
     return str(Path(sys.executable).with_name("batchyard"))
+
+
+def rows(url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Query a target database the way batchyard itself does (ADBC for SQLite: one SQLite
+    library per process)."""
+    from batchyard.db import session
+
+    with session(url, write=True) as current:
+        return [tuple(r) for r in current.sql(sql, params)]

@@ -48,7 +48,7 @@ def test_import_json_output_and_status(tmp_path, sqlite_url):
         (["import", "{users}", "--db", "sqlite:///{tmp}/no/such/dir/x.db"],
          "error: cannot connect to sqlite:///{tmp}/no/such/dir/x.db: unable to open database file"),
         (["import", "{users}", "--db", "postgresql://bob:secret@127.0.0.1:1/x"],
-         "error: cannot connect to postgresql+psycopg://bob:***@127.0.0.1:1/x: connection failed:"),
+         "error: cannot connect to postgresql+psycopg://bob@127.0.0.1:1/x: connection failed:"),
         (["import", "{users}", "--table", "users; drop table x"],
          "error: invalid table name 'users; drop table x': use letters, digits and underscores"),
         (["import", "{tmp}/fake.parquet"], "error: {tmp}/fake.parquet: not a parquet file"),
@@ -101,3 +101,48 @@ def test_real_command_in_ephemeral_mode_ends_without_traceback(tmp_path):
     assert {k: summary[k] for k in expected_counts(1_000)} == expected_counts(1_000)
     for noise in ("Traceback", "CancelledError", "Exception ignored", "RuntimeWarning"):
         assert noise not in done.stderr, done.stderr
+
+
+@pytest.mark.postgres
+def test_database_password_appears_nowhere(tmp_path, postgres_url, unique_table, monkeypatch):
+    """The machine's PostgreSQL trusts local connections, so any password works: give one and
+    look for it everywhere a user or an operator could see it."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from sqlalchemy.engine import make_url
+
+    from batchyard.db import session
+
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    secret = "s3cret-Pa55word"
+    url = make_url(postgres_url).set(password=secret).render_as_string(hide_password=False)
+    source = write_users(tmp_path / "users.csv", 50)
+    result = invoke("import", source, "--db", url, "--table", unique_table, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert secret not in result.stdout + result.stderr
+    with session(postgres_url) as current:
+        ledger_text = str(current.sql("select * from batchyard_batches where batch_id = %s",
+                                      (summary["batch_id"],)).rows)
+        ledger_text += str(current.sql("select * from batchyard_records where batch_id = %s",
+                                       (summary["batch_id"],)).rows)
+        current.sql(f"drop table {unique_table}")
+    assert secret not in ledger_text and summary["batch_id"] in ledger_text
+
+    async def recorded() -> str:
+        async with get_client() as client:
+            run = await client.read_flow_run(summary["flow_run_id"])
+            logs = await client._client.post("/logs/filter", json={
+                "logs": {"flow_run_id": {"any_": [summary["flow_run_id"]]}}, "limit": 200})
+            artifacts = await client._client.post("/artifacts/filter", json={
+                "artifacts": {"flow_run_id": {"any_": [summary["flow_run_id"]]}}, "limit": 50})
+            return json.dumps(run.parameters) + logs.text + artifacts.text
+
+    seen = asyncio.run(recorded())
+    assert "postgresql" in seen and unique_table in seen
+    assert secret not in seen, seen[max(0, seen.find(secret) - 300):seen.find(secret) + 50]
+    bad = invoke("import", source, "--db",
+                 url.replace("127.0.0.1:5432", "127.0.0.1:1"), "--table", unique_table)
+    assert bad.exit_code == 1 and secret not in bad.stderr
+    assert "cannot connect to postgresql+psycopg://postgres@127.0.0.1:1/test" in bad.stderr

@@ -15,11 +15,7 @@ from batchyard.db import session
 from batchyard.demo import expected_counts, users_table, write_users
 from batchyard.sources import SourceOptions
 from flows.batch_import import batch_import
-
-
-def rows(url: str, sql: str) -> list[tuple]:
-    with session(url, write=True) as current:
-        return [tuple(r) for r in current.sql(sql)]
+from tests.conftest import rows
 
 
 def test_clean_file_loads_every_record(tmp_path, sqlite_url):

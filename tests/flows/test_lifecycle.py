@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from batchyard.db import session
 from batchyard.demo import expected_counts, write_users
 from batchyard.pipeline import request_stop
 from flows.batch_import import batch_import
-from tests.conftest import batchyard_command, cli_env
-
-
-def rows(url: str, sql: str) -> list[tuple]:
-    with session(url, write=True) as current:
-        return [tuple(r) for r in current.sql(sql)]
+from tests.conftest import batchyard_command, cli_env, rows
 
 
 def start_paused(tmp_path: Path, api: str, source: Path, db: str, batch_id: str, point: str):
@@ -145,3 +139,70 @@ def test_stop_between_chunks_then_resume(tmp_path, sqlite_url):
     assert {k: resumed[k] for k in want} == want
     assert resumed["status"] == "completed"
     assert rows(sqlite_url, "select count(*) from users") == [(want["success"],)]
+
+
+def test_failed_chunk_is_resumable_once_the_cause_is_gone(tmp_path, sqlite_url, monkeypatch):
+    """A trigger in the target refuses one chunk's rows (say, a maintenance rule): the chunk is
+    retried, marked failed, its records counted; after the trigger is dropped, resume finishes."""
+    monkeypatch.setenv("BATCHYARD_CHUNK_RETRIES", "1")
+    source = write_users(tmp_path / "users.csv", 500, bad=False)
+    batch_import(str(write_users(tmp_path / "one.csv", 1, bad=False)), db=sqlite_url)
+    rows(sqlite_url, "delete from users")
+    rows(sqlite_url, "create trigger maintenance before insert on users "
+                     "when new.id between 201 and 300 begin select raise(abort, 'maintenance'); end")
+    first = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="fix-me")
+    assert (first["status"], first["success"], first["failed"]) == ("failed", 400, 100)
+    assert first["error_code"] == "PROCESSING_ERROR"
+    assert rows(sqlite_url, "select chunk_index, status, error_code from batchyard_chunks "
+                            "where batch_id='fix-me' and status <> 'committed'") == [
+        (2, "failed", "PROCESSING_ERROR")]
+    rows(sqlite_url, "drop trigger maintenance")
+    resumed = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="fix-me")
+    assert (resumed["status"], resumed["success"], resumed["failed"]) == ("completed", 500, 0)
+    assert rows(sqlite_url, "select count(*), count(distinct id) from users") == [(500, 500)]
+
+
+def test_lock_wait_that_outlasts_the_retries_is_a_timeout_error(tmp_path, sqlite_url,
+                                                                  monkeypatch):
+    """Another process takes the SQLite write lock after the first chunk and holds it longer
+    than the chunk retries wait: those chunks fail as TIMEOUT_ERROR, the others are kept, and
+    the resume completes once the lock is free."""
+    import sys
+
+    monkeypatch.setenv("BATCHYARD_CHUNK_RETRIES", "1")
+    monkeypatch.setenv("BATCHYARD_SQLITE_BUSY_TIMEOUT", "0.2")
+    source = write_users(tmp_path / "users.csv", 300, bad=False)
+    db_path = sqlite_url.removeprefix("sqlite:///")
+
+    def lock_after_first_chunk():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if rows(sqlite_url, "select count(*) from batchyard_chunks "
+                                    "where status='committed'")[0][0]:
+                    break
+            except Exception:  # not created yet
+                pass
+            time.sleep(0.01)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sqlite3, sys, time\n"
+             "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(4)",
+             db_path], stdout=subprocess.PIPE, text=True)
+        holder.stdout.readline()
+        holder.wait(30)
+
+    locker = threading.Thread(target=lock_after_first_chunk)
+    locker.start()
+    first = batch_import(str(source), db=sqlite_url, chunk_size=100, max_parallel=1,
+                         batch_id="locked")
+    locker.join(60)
+    assert (first["status"], first["error_code"]) == ("failed", "TIMEOUT_ERROR")
+    assert first["success"] + first["failed"] == 300 and first["failed"] >= 100
+    failed = rows(sqlite_url, "select error_code, error from batchyard_chunks "
+                              "where status = 'failed'")
+    assert failed and all(code == "TIMEOUT_ERROR" and "database is locked" in error
+                          for code, error in failed)
+    resumed = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="locked")
+    assert (resumed["status"], resumed["success"], resumed["failed"]) == ("completed", 300, 0)
+    assert rows(sqlite_url, "select count(*), count(distinct id) from users") == [(300, 300)]

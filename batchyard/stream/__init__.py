@@ -1,0 +1,1 @@
+"""Tumbling-window stream processing, without Prefect: windows, sources, aggregation, sinks."""
