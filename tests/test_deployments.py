@@ -64,7 +64,7 @@ def test_serve_declares_the_stream_schedule_and_concurrency():
     from deployments.serve import deployments
 
     served = {d.name: d for d in deployments()}
-    assert sorted(served) == ["batch-import", "stream-window"]
+    assert sorted(served) == ["batch-import", "etl-pipeline", "retry-failed", "stream-window"]
     stream = served["stream-window"]
     assert stream.schedules[0].schedule.interval.total_seconds() == 60
     assert stream.concurrency_limit == 1
