@@ -27,13 +27,19 @@ def as_text(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
 def normalise_column(values: pa.ChunkedArray | pa.Array, markers: set[type]) -> pa.ChunkedArray:
     """Trim, apply case and spacing markers, and turn empty cells into nulls (missing values)."""
     text = pc.utf8_trim_whitespace(as_text(values))
-    if CollapseSpaces in markers and pc.any(pc.match_substring_regex(text, r"\s\s|[^\S ]")).as_py():
+    if CollapseSpaces in markers and _has_inner_space_runs(text):
         text = pc.replace_substring_regex(text, r"\s+", " ")
     if Lower in markers:
         text = pc.utf8_lower(text)
     if Upper in markers:
         text = pc.utf8_upper(text)
     return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def _has_inner_space_runs(text) -> bool:
+    """Plain substring scans, several times cheaper than one regex over the column."""
+    return any(pc.any(pc.match_substring(text, needle)).as_py()
+               for needle in ("  ", "\t", "\n", "\r", "\u00a0"))
 
 
 def normalise(raw: pa.Table, plan: SchemaPlan) -> pa.Table:
