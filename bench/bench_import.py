@@ -76,6 +76,14 @@ def run_measured(command: list[str], env: dict) -> dict:
     return {"wall": wall, "rss_mib": usage.ru_maxrss / 1024, "result": json.loads(last)}
 
 
+# The server settings the README recommends for batch workloads: task-run states are written
+# in batches instead of one transaction per event (the default), which frees the server's CPU.
+SERVER_TUNING = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -87,7 +95,7 @@ def start_server(env: dict) -> tuple[subprocess.Popen, str]:
     api = f"http://127.0.0.1:{port}/api"
     server = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={**env, "PREFECT_UI_ENABLED": "false"}, stdout=subprocess.DEVNULL,
+        env={**env, "PREFECT_UI_ENABLED": "false", **SERVER_TUNING}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
