@@ -15,7 +15,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -400,10 +400,6 @@ def summary(batch: dict) -> dict:
     }
 
 
-__all__ = [
-    "ChunkResult", "ImportJob", "asdict", "close_batch", "fail_batch", "fail_chunk",
-    "open_batch", "plan_batch", "process_chunk", "resolve_job", "safe_url", "summary",
-]
 
 
 def preflight(source: str, schema_name: str, db: str, table: str | None, batch_id: str | None,
