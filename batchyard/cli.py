@@ -97,7 +97,8 @@ def import_(
     schema: Annotated[str, typer.Option(help="users, orders, or module:Class.")] = "users",
     db: Annotated[str, typer.Option(help="Target database URL.")] = "sqlite:///batchyard.db",
     table: Annotated[str | None, typer.Option(help="Target table; default from the schema.")] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Records per chunk.")] = 50_000,
+    chunk_size: Annotated[str, typer.Option(
+        help="Records per chunk, or auto (from the machine's load, chunk by chunk).")] = "50000",
     max_parallel: Annotated[int, typer.Option(min=1, help="Chunks in flight at once.")] = 10,
     batch_id: Annotated[str | None, typer.Option(help="Resume or name this batch.")] = None,
     fresh: Annotated[bool, typer.Option(help="Run a completed batch again.")] = False,
@@ -111,6 +112,7 @@ def import_(
     """Import a file into a database table as a batch (the batch-import flow)."""
     from batchyard.pipeline import preflight
 
+    size = _chunk_size(chunk_size)
     try:
         job, options = preflight(str(source), schema, _resolve_db(db), table, batch_id, fmt,
                                  delimiter, encoding, sheet, fresh)
@@ -121,13 +123,21 @@ def import_(
     state = run_flow(
         batch_import, source=job.source, schema_name=schema, db=_parameter(db, job.db),
         table=job.table,
-        chunk_size=chunk_size, max_parallel=max_parallel, batch_id=job.batch_id, fresh=fresh,
+        chunk_size=size, max_parallel=max_parallel, batch_id=job.batch_id, fresh=fresh,
         options=options, rejects_file=str(rejects) if rejects else None,
     )
     summary = _finished(state, job)
     _print_summary(summary, as_json)
     if summary["status"] != "completed":
         raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
+def _chunk_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        fail(f"--chunk-size must be a positive number of records or auto, not {text!r}")
+    return int(text)
 
 
 def _resolve_db(db: str) -> str:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +36,7 @@ from batchyard.lease import describe_owner, owner_alive, owner_id
 from batchyard.load import ensure_table, load_rows
 from batchyard.schemas import default_table, load_schema
 from batchyard.settings import get_settings
+from batchyard.sizing import SizeRange, auto_sizes
 from batchyard.sources import PARSE_ERROR, RAW, ChunkRef, SourceOptions, read_chunk, spool_source
 from batchyard.transform import ROW, dedupe, derive, normalise
 from batchyard.validate import validate_table
@@ -71,7 +73,7 @@ def resolve_job(source: str, schema_name: str, db: str, table: str | None,
                      schema_name=schema_name, db=db, table=table or default_table(plan))
 
 
-def open_batch(job: ImportJob, chunk_size: int, options: SourceOptions | None = None,
+def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions | None = None,
                flow_run_id: str | None = None, fresh: bool = False) -> dict:
     """Create (or take up again) the batch row and the target table; refuse a double start.
 
@@ -88,7 +90,8 @@ def open_batch(job: ImportJob, chunk_size: int, options: SourceOptions | None = 
         if batch is None:
             ledger.create_batch(connection, batch_id=job.batch_id, source=job.source,
                                 schema_name=job.schema_name, target_table=job.table,
-                                chunk_size=chunk_size, options=options.model_dump_json())
+                                chunk_size=recorded_size(chunk_size),
+                                options=options.model_dump_json())
         check_startable(batch, fresh)
         if batch is not None and (fresh or batch["status"] == "completed"):
             reset_batch(connection, job.batch_id)
@@ -163,7 +166,21 @@ def fixed_sizes(chunk_size: int) -> Iterator[int]:
         yield chunk_size
 
 
-def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: int,
+ChunkSize = int | Literal["auto"]
+
+
+def chunk_sizes(chunk_size: ChunkSize) -> Iterator[int]:
+    if chunk_size == "auto":
+        return auto_sizes(SizeRange(*get_settings().auto_chunk_sizes))
+    return fixed_sizes(int(chunk_size))
+
+
+def recorded_size(chunk_size: ChunkSize) -> int:
+    """The chunk size the batch row records (auto: the middle size)."""
+    return get_settings().auto_chunk_sizes[1] if chunk_size == "auto" else int(chunk_size)
+
+
+def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
                ) -> tuple[list[ChunkRef], int, list[str]]:
     """Spool the source into chunks and record the boundaries in the ledger.
 
@@ -173,7 +190,7 @@ def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: int,
     with session(job.db) as connection:
         recorded = ledger.planned_chunks(connection, job.batch_id)
     source_plan = spool_source(job.source, options, plan, spool_dir(job.batch_id),
-                               _sizes(recorded, chunk_size))
+                               _sizes(recorded, chunk_sizes(chunk_size)))
     if recorded:
         got = [(c.first_row, c.n_rows) for c in source_plan.chunks]
         want = [(c["first_row"], c["n_rows"]) for c in recorded]
@@ -184,17 +201,18 @@ def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: int,
             )
     with session(job.db, write=True) as connection:
         ledger.record_plan(connection, job.batch_id, source_plan.total, source_plan.chunks,
-                           chunk_size)
+                           recorded_size(chunk_size))
         done = ledger.committed_chunks(connection, job.batch_id)
     todo = [c for c in source_plan.chunks if c.index not in done]
     pause_point("spooled")
     return todo, source_plan.total, source_plan.warnings
 
 
-def _sizes(recorded: list[dict], chunk_size: int) -> Iterator[int]:
+def _sizes(recorded: list[dict], then: Iterator[int]) -> Iterator[int]:
+    """A resumed batch replays the boundaries it recorded, whatever sizing chose them."""
     for chunk in recorded:
         yield chunk["n_rows"]
-    yield from fixed_sizes(chunk_size)
+    yield from then
 
 
 _NUMBERS = re.compile(r"\b\d+\b")

@@ -17,6 +17,9 @@ class BatchyardSettings(BaseSettings):
     retry_delays: list[float] = Field(
         [1.0, 2.0, 4.0, 8.0, 10.0], description="Seconds between chunk retries (capped at 10 s)."
     )
+    auto_chunk_sizes: tuple[int, int, int] = Field(
+        (10_000, 50_000, 100_000), description="Minimum, middle and maximum for --chunk-size auto."
+    )
     work_slots: int | None = Field(
         None, ge=1, description="Chunks doing CPU work at once in one process (default: cores)."
     )

@@ -11,7 +11,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from batchyard.errors import BatchyardError
-from batchyard.pipeline import BatchLease, fail_batch, resolve_job
+from batchyard.pipeline import BatchLease, ChunkSize, fail_batch, resolve_job
 from batchyard.sources import SourceOptions
 from blocks.database import database_url
 from tasks.chunks import (
@@ -31,7 +31,7 @@ def batch_import(
     schema_name: str = "users",
     db: str = "sqlite:///batchyard.db",  # a URL, or block:NAME for a saved SqlAlchemyConnector
     table: str | None = None,
-    chunk_size: int = 50_000,
+    chunk_size: ChunkSize = 50_000,  # or "auto": sized from the machine's load per chunk
     max_parallel: int = 10,
     batch_id: str | None = None,
     fresh: bool = False,

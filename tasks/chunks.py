@@ -8,7 +8,7 @@ from prefect.runtime import flow_run
 
 from batchyard import pipeline
 from batchyard.errors import error_code, is_retryable
-from batchyard.pipeline import ChunkResult, ImportJob
+from batchyard.pipeline import ChunkResult, ChunkSize, ImportJob
 from batchyard.settings import get_settings
 from batchyard.sources import ChunkRef, SourceOptions
 
@@ -27,12 +27,12 @@ def _delays() -> list[float]:
 
 
 @task(name="open-batch", cache_policy=NO_CACHE)
-def open_batch(job: ImportJob, chunk_size: int, options: SourceOptions, fresh: bool = False) -> dict:
+def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions, fresh: bool = False) -> dict:
     return pipeline.open_batch(job, chunk_size, options, flow_run_id=flow_run.get_id(), fresh=fresh)
 
 
 @task(name="spool-chunks", cache_policy=NO_CACHE)
-def spool_chunks(job: ImportJob, options: SourceOptions, chunk_size: int,
+def spool_chunks(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
                  ) -> tuple[list[ChunkRef], int, list[str]]:
     return pipeline.plan_batch(job, options, chunk_size)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -206,3 +207,32 @@ def test_lock_wait_that_outlasts_the_retries_is_a_timeout_error(tmp_path, sqlite
     resumed = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="locked")
     assert (resumed["status"], resumed["success"], resumed["failed"]) == ("completed", 300, 0)
     assert rows(sqlite_url, "select count(*), count(distinct id) from users") == [(300, 300)]
+
+
+def test_auto_chunk_sizes_are_recorded_and_replayed_on_resume(tmp_path, sqlite_url, monkeypatch):
+    """--chunk-size auto cuts chunks by the load; a resume must replay the recorded boundaries
+    even if the load (and so the sizes auto would choose) has changed."""
+    from batchyard import pipeline, sizing
+
+    monkeypatch.setenv("BATCHYARD_AUTO_CHUNK_SIZES", "[70, 150, 400]")
+    loads = itertools.cycle([0.9, 0.1, 0.6])
+    monkeypatch.setattr(sizing, "cpu_busy_fraction", lambda: next(loads))
+    monkeypatch.setattr(pipeline, "auto_sizes",
+                        lambda sizes: sizing.auto_sizes(sizes, sizing.cpu_busy_fraction))
+    source = write_users(tmp_path / "users.csv", 1_000)
+    job = pipeline.resolve_job(str(source), "users", sqlite_url, None, "auto-1")
+    pipeline.open_batch(job, "auto")
+    first, total, _ = pipeline.plan_batch(job, pipeline.SourceOptions(), "auto")
+    assert [c.n_rows for c in first] == [70, 400, 150, 70, 310]
+    assert total == 1_000
+    pipeline.process_chunk(job, first[0])
+    # as if this run had crashed here: its owner is gone and has no heartbeat
+    rows(sqlite_url, "update batchyard_batches set owner = 'gone:1:0', heartbeat_at = null")
+
+    loads = itertools.cycle([0.1])  # an idle machine now: auto alone would cut 400s
+    monkeypatch.setattr(sizing, "cpu_busy_fraction", lambda: next(loads))
+    summary = batch_import(str(source), db=sqlite_url, chunk_size="auto", batch_id="auto-1")
+    assert summary["status"] == "completed"
+    assert rows(sqlite_url, "select n_rows from batchyard_chunks where batch_id='auto-1' "
+                            "order by chunk_index") == [(70,), (400,), (150,), (70,), (310,)]
+    assert rows(sqlite_url, "select chunk_size from batchyard_batches") == [(150,)]
