@@ -70,6 +70,13 @@ def run_flow(flow, **parameters):
     return run_flow_cleanly(flow, parameters)
 
 
+def _report(summary: dict, as_json: bool) -> None:
+    """Print a finished batch; exit 3 unless it completed."""
+    _print_summary(summary, as_json)
+    if summary["status"] != "completed":
+        raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
 def _print_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(summary, default=str))
@@ -86,6 +93,8 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         typer.echo(f"  rejected records: {summary['rejects_file']}")
     if summary.get("error"):
         typer.echo(f"  error: {summary['error']}")
+    if summary.get("retry"):
+        typer.echo("  retry: " + ", ".join(f"{k} {v:,}" for k, v in summary["retry"].items()))
     if summary.get("stale"):
         typer.echo("  its process is gone: resume it with batchyard resume "
                    f"{summary['batch_id']}")
@@ -126,10 +135,7 @@ def import_(
         chunk_size=size, max_parallel=max_parallel, batch_id=job.batch_id, fresh=fresh,
         options=options, rejects_file=str(rejects) if rejects else None,
     )
-    summary = _finished(state, job)
-    _print_summary(summary, as_json)
-    if summary["status"] != "completed":
-        raise typer.Exit(EXIT_NOT_COMPLETED)
+    _report(_finished(state, job), as_json)
 
 
 def _chunk_size(text: str) -> int | str:
@@ -255,10 +261,7 @@ def resume(
                      db=_parameter(db, url),
                      table=job.table, chunk_size=batch["chunk_size"] or 50_000,
                      max_parallel=max_parallel, batch_id=batch_id, options=options)
-    summary = _finished(state, job)
-    _print_summary(summary, as_json)
-    if summary["status"] != "completed":
-        raise typer.Exit(EXIT_NOT_COMPLETED)
+    _report(_finished(state, job), as_json)
 
 
 @app.command()
@@ -280,15 +283,7 @@ def retry(
     state = run_flow(retry_failed, batch_id=batch_id, db=_parameter(db, url),
                      max_retries=max_retries,
                      from_file=str(from_file.resolve()) if from_file else None)
-    summary = _finished(state, job)
-    if as_json:
-        typer.echo(json.dumps(summary, default=str))
-    else:
-        _print_summary(summary, False)
-        if "retry" in summary:
-            typer.echo("  retry: " + ", ".join(f"{k} {v:,}" for k, v in summary["retry"].items()))
-    if summary["status"] != "completed":
-        raise typer.Exit(EXIT_NOT_COMPLETED)
+    _report(_finished(state, job), as_json)
 
 
 @app.command()

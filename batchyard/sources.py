@@ -296,7 +296,6 @@ def _json_text(value: Any) -> str | None:
 def read_jsonl(path: Path, options: SourceOptions, fields: list[str], block_rows: int,
                ) -> Iterator[pa.Table]:
     """Stream JSON Lines; a line that is not a JSON object becomes a parse-error record."""
-    lower = {f.lower(): f for f in fields}
     buffer: dict[str, list] = {f: [] for f in fields}
     rows: list[int] = []
     errors: list[str | None] = []
@@ -345,7 +344,6 @@ def read_jsonl(path: Path, options: SourceOptions, fields: list[str], block_rows
             raws.append(None)
             if len(rows) >= block_rows:
                 yield flush()
-    del lower
     if rows:
         yield flush()
 

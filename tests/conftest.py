@@ -138,3 +138,17 @@ def rows(url: str, sql: str, params: tuple = ()) -> list[tuple]:
 
     with session(url, write=True) as current:
         return [tuple(r) for r in current.sql(sql, params)]
+
+
+def fix_rejects(rejects: str | Path, fixed: Path, fix) -> Path:
+    """Copy a rejects file as a user correcting it would: `fix(record)` edits each row."""
+    import csv
+
+    with Path(rejects).open() as handle, fixed.open("w", newline="") as out:
+        reader = csv.DictReader(handle)
+        writer = csv.DictWriter(out, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        for record in reader:
+            fix(record)
+            writer.writerow(record)
+    return fixed

@@ -15,7 +15,7 @@ from batchyard.db import session
 from batchyard.demo import expected_counts, users_table, write_users
 from batchyard.sources import SourceOptions
 from flows.batch_import import batch_import
-from tests.conftest import rows
+from tests.conftest import fix_rejects, rows
 
 
 def test_clean_file_loads_every_record(tmp_path, sqlite_url):
@@ -69,16 +69,9 @@ def test_bad_rows_are_kept_with_reasons_and_counts_add_up(tmp_path, sqlite_url):
 def test_rejects_file_can_be_fixed_and_imported_again(tmp_path, sqlite_url):
     source = write_users(tmp_path / "users.csv", 200)
     first = batch_import(str(source), db=sqlite_url, chunk_size=100)
-    fixed = tmp_path / "fixed.csv"
-    with Path(first["rejects_file"]).open() as handle, fixed.open("w", newline="") as out:
-        reader = csv.DictReader(handle)
-        writer = csv.DictWriter(out, fieldnames=reader.fieldnames)
-        writer.writeheader()
-        for record in reader:
-            record.update(email=f"fixed{record['_row_number']}@example.com", age="30",
-                          signup_date="2020-01-01", id=str(10_000 + int(record["_row_number"])),
-                          name="Fixed", country="DE")
-            writer.writerow(record)
+    fixed = fix_rejects(first["rejects_file"], tmp_path / "fixed.csv", lambda record: record.update(
+        email=f"fixed{record['_row_number']}@example.com", age="30", signup_date="2020-01-01",
+        id=str(10_000 + int(record["_row_number"])), name="Fixed", country="DE"))
     second = batch_import(str(fixed), db=sqlite_url)
     assert (second["total"], second["success"], second["failed"]) == (12, 12, 0)
     assert rows(sqlite_url, "select count(*) from users") == [(186 + 12,)]

@@ -8,7 +8,7 @@ from pathlib import Path
 from batchyard.demo import write_users
 from flows.batch_import import batch_import
 from flows.retry_failed import retry_failed
-from tests.conftest import rows
+from tests.conftest import fix_rejects, rows
 
 
 def invariant(url: str, batch_id: str) -> tuple:
@@ -21,15 +21,11 @@ def test_retry_from_a_corrected_file_then_abandon_the_rest(tmp_path, sqlite_url)
     first = batch_import(str(source), db=sqlite_url, chunk_size=100)
     assert (first["failed"], first["ignored"]) == (18, 3)
 
-    fixed = tmp_path / "fixed.csv"
-    with Path(first["rejects_file"]).open() as handle, fixed.open("w", newline="") as out:
-        reader = csv.DictReader(handle)
-        writer = csv.DictWriter(out, fieldnames=reader.fieldnames)
-        writer.writeheader()
-        for record in reader:
-            if record["_error"].startswith(("age:", "country:")):  # fix 6 of the 18
-                record.update(age="40", country="DE")
-            writer.writerow(record)
+    def fix_age_and_country(record: dict) -> None:  # fixes 6 of the 18
+        if record["_error"].startswith(("age:", "country:")):
+            record.update(age="40", country="DE")
+
+    fixed = fix_rejects(first["rejects_file"], tmp_path / "fixed.csv", fix_age_and_country)
     second = retry_failed(first["batch_id"], db=sqlite_url, from_file=str(fixed), max_retries=2)
     assert second["retry"] == {"retried": 18, "succeeded": 6, "ignored": 0, "still_failed": 12,
                                "abandoned": 0, "not_failed": 0}
