@@ -1,14 +1,19 @@
-"""Side-by-side import benchmark on one generated users file, in one run.
+"""Side-by-side import benchmark on one generated users file per size, in one run.
 
-    ./dev bench --rows 1000000
+    ./dev bench                        # 1,000,000 rows
+    ./dev bench --rows 1000000 5000000 # and the memory check at 5M
 
-(a) `batchyard import` into SQLite against an already running Prefect server (started here),
-(b) the same in ephemeral mode (no server configured: Prefect starts a temporary one),
-(c) pandas `read_csv(chunksize)` + `to_sql` into SQLite, no validation,
-(d) plain `sqlite3.executemany` of already-parsed rows in one transaction (the floor).
+For each size, each contender runs in its own process on the same file:
 
-Each runs in its own process; we record the process's wall time, the time of the work itself
-(batchyard: the batch's duration in the ledger; the others: their load loop) and the peak RSS.
+SQLite: batchyard against an already running Prefect server (started here, as deployments
+have one), on the CSV and on the same data as Parquet; batchyard in ephemeral mode; batchyard's
+chunk functions without Prefect (to measure Prefect's share); pandas `read_csv(chunksize)` +
+`to_sql`; dlt; plain `sqlite3.executemany` of already-parsed rows (the floor).
+PostgreSQL (when one answers at --pg-url): batchyard against the server, and a raw `COPY`.
+
+Each row records the process's wall time, the time of the work itself (batchyard: the batch's
+duration in its ledger; the others: their load) and the process's peak RSS. Results are
+appended to bench/RESULTS.md with the targets of issue 6 checked.
 """
 
 from __future__ import annotations
@@ -26,19 +31,30 @@ import tempfile
 import textwrap
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
+PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+BENCH_DB = "batchyard_bench"
+
+USERS_DDL = ("create table users (id bigint primary key, email text, name text, age integer, "
+             "country text, signup_date date, balance numeric(12, 2))")
 
 PANDAS = textwrap.dedent("""
     import json, sqlite3, sys, time
     import pandas as pd
+    import pyarrow.parquet as pq
     source, target = sys.argv[1], sys.argv[2]
     start = time.perf_counter()
     connection = sqlite3.connect(target)
-    for chunk in pd.read_csv(source, chunksize=50_000):
+    if source.endswith(".parquet"):
+        chunks = (b.to_pandas() for b in pq.ParquetFile(source).iter_batches(50_000))
+    else:
+        chunks = pd.read_csv(source, chunksize=50_000)
+    for chunk in chunks:
         chunk.to_sql("users", connection, if_exists="append", index=False)
     connection.commit()
     print(json.dumps({"work_seconds": time.perf_counter() - start}))
@@ -60,6 +76,48 @@ EXECUTEMANY = textwrap.dedent("""
     print(json.dumps({"work_seconds": time.perf_counter() - start}))
 """)
 
+# dlt at its fastest: Arrow record batches straight from pyarrow's CSV reader (dlt's own advice
+# for speed), written to SQLite through its SQLAlchemy destination.
+DLT = textwrap.dedent("""
+    import json, sys, time
+    import dlt
+    import pyarrow.csv as pv
+    source, target, work = sys.argv[1], sys.argv[2], sys.argv[3]
+    start = time.perf_counter()
+
+    @dlt.resource(name="users", write_disposition="append")
+    def users():
+        yield from pv.open_csv(source)
+
+    pipeline = dlt.pipeline("bench", destination=dlt.destinations.sqlalchemy(f"sqlite:///{target}"),
+                            dataset_name="main", pipelines_dir=work)
+    info = pipeline.run(users(), loader_file_format="parquet")
+    info.raise_on_failed_jobs()
+    print(json.dumps({"work_seconds": time.perf_counter() - start}))
+""")
+
+COPY = textwrap.dedent("""
+    import json, sys, time
+    import psycopg
+    source, url, ddl = sys.argv[1], sys.argv[2], sys.argv[3]
+    start = time.perf_counter()
+    with psycopg.connect(url) as connection:
+        connection.execute("drop table if exists users")
+        connection.execute(ddl)
+        with connection.cursor().copy("copy users from stdin (format csv, header true)") as copy, \\
+                open(source, "rb") as handle:
+            while block := handle.read(1 << 20):
+                copy.write(block)
+    print(json.dumps({"work_seconds": time.perf_counter() - start}))
+""")
+
+# The server settings the README recommends for batch workloads: task-run states are written
+# in batches instead of one transaction per event (the default), which frees the server's CPU.
+SERVER_TUNING = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+
 
 def run_measured(command: list[str], env: dict) -> dict:
     """Run a command; return wall seconds, its own peak RSS (MiB) and its last stdout line."""
@@ -68,20 +126,12 @@ def run_measured(command: list[str], env: dict) -> dict:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=ROOT)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
-        if process.returncode:
-            raise SystemExit(f"{command[0]} failed ({process.returncode}):\n{err.read()[-3000:]}")
+        if code:
+            raise SystemExit(f"{' '.join(command[:3])} failed ({code}):\n{err.read()[-3000:]}")
         last = out.read().strip().splitlines()[-1]
     return {"wall": wall, "rss_mib": usage.ru_maxrss / 1024, "result": json.loads(last)}
-
-
-# The server settings the README recommends for batch workloads: task-run states are written
-# in batches instead of one transaction per event (the default), which frees the server's CPU.
-SERVER_TUNING = {
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
-}
 
 
 def free_port() -> int:
@@ -110,10 +160,171 @@ def start_server(env: dict) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the Prefect server did not become healthy in 120 s")
 
 
+def postgres_database(url: str) -> str | None:
+    """A fresh database for the PostgreSQL runs, or None when no server answers."""
+    try:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True, connect_timeout=3) as connection:
+            connection.execute(f"drop database if exists {BENCH_DB} with (force)")
+            connection.execute(f"create database {BENCH_DB}")
+    except Exception as exc:  # no PostgreSQL here: the SQLite runs still stand
+        print(f"PostgreSQL runs skipped: {exc}")
+        return None
+    return url.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+
+
+def make_inputs(work: Path, rows: int, env: dict) -> tuple[Path, Path]:
+    """The users CSV from the generator, and the same records as Parquet."""
+    import pyarrow.csv as pv
+    import pyarrow.parquet as pq
+
+    source = work / f"users-{rows}.csv"
+    subprocess.run([str(BIN / "batchyard"), "generate", str(source), "--rows", str(rows),
+                    "--clean"], check=True, env=env, stdout=subprocess.DEVNULL)
+    parquet = source.with_suffix(".parquet")
+    pq.write_table(pv.read_csv(source, convert_options=pv.ConvertOptions(
+        column_types={"signup_date": "string"})), parquet, row_group_size=100_000)
+    return source, parquet
+
+
+def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None) -> dict:
+    source, parquet = make_inputs(work, rows, env)
+    print(f"{rows:,} rows: {source.stat().st_size / 2**20:.0f} MiB CSV, "
+          f"{parquet.stat().st_size / 2**20:.0f} MiB Parquet")
+    results: dict[str, dict] = {}
+    chunking = ["--chunk-size", str(args.chunk_size), "--max-parallel", str(args.max_parallel)]
+
+    def measure(name: str, command: list[str], extra_env: dict | None = None,
+                work_of: Callable[[dict], float] = lambda r: r["work_seconds"]) -> None:
+        if args.only and not any(word in name for word in args.only):
+            return
+        print(f"  {name} ...", end="", flush=True)
+        result = run_measured(command, {**env, **(extra_env or {})})
+        result["work"] = work_of(result["result"])
+        results[name] = result
+        print(f" {result['work']:.2f} s work, {result['wall']:.2f} s wall, "
+              f"{result['rss_mib']:.0f} MiB")
+
+    def batchyard(name: str, file: Path, db: str, extra_env: dict | None = None) -> None:
+        measure(name, [str(BIN / "batchyard"), "import", str(file), "--db", db, *chunking,
+                       "--json"], extra_env, work_of=lambda s: checked(s, rows)["duration_seconds"])
+
+    server = {"PREFECT_API_URL": api}
+    batchyard("batchyard (server)", source, f"sqlite:///{work / 'server.db'}", server)
+    batchyard("batchyard (server, Parquet)", parquet, f"sqlite:///{work / 'parquet.db'}", server)
+    batchyard("batchyard (ephemeral)", source, f"sqlite:///{work / 'ephemeral.db'}")
+    measure("batchyard without Prefect", [sys.executable, str(HERE / "run_core.py"), str(source),
+                                          f"sqlite:///{work / 'core.db'}", str(args.chunk_size),
+                                          str(args.max_parallel)],
+            work_of=lambda s: checked(s, rows)["duration_seconds"])
+    measure("pandas read_csv + to_sql", [sys.executable, "-c", PANDAS, str(source),
+                                         str(work / "pandas.db")])
+    measure("pandas read_parquet + to_sql", [sys.executable, "-c", PANDAS, str(parquet),
+                                             str(work / "pandas-parquet.db")])
+    measure("dlt (Arrow → SQLite)", [sys.executable, "-c", DLT, str(source),
+                                     str(work / "dlt.db"), str(work / "dlt")])
+    measure("sqlite3 executemany (floor)", [sys.executable, "-c", EXECUTEMANY, str(source),
+                                            str(work / "executemany.db")])
+    if pg:
+        batchyard("batchyard → PostgreSQL (server)", source, pg, server)
+        measure("raw COPY → PostgreSQL", [sys.executable, "-c", COPY, str(source), pg, USERS_DDL])
+    for path in work.glob("*.db*"):
+        path.unlink()
+    shutil.rmtree(work / "dlt", ignore_errors=True)
+    return results
+
+
+def checked(summary: dict, rows: int) -> dict:
+    if summary["status"] != "completed" or summary["success"] != rows:
+        raise SystemExit(f"batchyard did not load every row: {summary}")
+    return summary
+
+
+def ratio(results: dict, ours: str, theirs: str, key: str = "work") -> float | None:
+    if ours in results and theirs in results:
+        return results[theirs][key] / results[ours][key]
+    return None
+
+
+def report(rows: int, results: dict) -> list[str]:
+    base = "batchyard (server)"
+    lines = [
+        f"### {rows:,} rows, {dt.date.today()}, {platform.machine()} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "",
+        "| run | work s | rows/s (work) | process wall s | peak RSS MiB | "
+        "batchyard's speed ÷ this one's (work) | (wall) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        ours = "batchyard → PostgreSQL (server)" if "PostgreSQL" in name else base
+        work, wall = ratio(results, ours, name), ratio(results, ours, name, "wall")
+        lines.append(
+            f"| {name} | {r['work']:.2f} | {rows / r['work']:,.0f} | {r['wall']:.2f} | "
+            f"{r['rss_mib']:.0f} | {_x(work)} | {_x(wall)} |"
+        )
+    lines.append("")
+    if base in results and "batchyard (ephemeral)" in results:
+        eph = results["batchyard (ephemeral)"]
+        lines.append(
+            f"Fixed cost outside the work: {results[base]['wall'] - results[base]['work']:.1f} s "
+            f"per command with a running server, {eph['wall'] - eph['work']:.1f} s in ephemeral "
+            "mode (which also starts and stops its temporary server).")
+    if base in results and "batchyard without Prefect" in results:
+        share = 1 - results["batchyard without Prefect"]["work"] / results[base]["work"]
+        lines.append(f"Prefect's share of the work time: {share:.0%} (the flow against the same "
+                     "chunk functions run without Prefect).")
+    return lines + [""]
+
+
+def _x(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}×"
+
+
+def targets(all_results: dict[int, dict]) -> list[str]:
+    """Issue 6's targets, checked on this run's figures."""
+    lines = ["| target | measured | met |", "|---|---:|---|"]
+
+    def check(label: str, value: float | None, ok: Callable[[float], bool], fmt="{:.2f}×"):
+        if value is not None:
+            lines.append(f"| {label} | {fmt.format(value)} | {'yes' if ok(value) else 'no'} |")
+
+    for rows, results in all_results.items():
+        n = f"{rows / 1e6:g}M"
+        for mode in ("batchyard (server)", "batchyard (ephemeral)"):
+            short = mode.split("(")[1].rstrip(")")
+            for key in ("work", "wall"):
+                check(f"{n}, {short}, {key}: ≥ 1.5× dlt",
+                      ratio(results, mode, "dlt (Arrow → SQLite)", key), lambda v: v >= 1.5)
+                check(f"{n}, {short}, {key}: ≥ 1.2× pandas to_sql",
+                      ratio(results, mode, "pandas read_csv + to_sql", key), lambda v: v >= 1.2)
+        check(f"{n}: PostgreSQL ≥ 0.5× raw COPY (work)",
+              ratio(results, "batchyard → PostgreSQL (server)", "raw COPY → PostgreSQL"),
+              lambda v: v >= 0.5)
+        if "batchyard without Prefect" in results and "batchyard (server)" in results:
+            share = 1 - (results["batchyard without Prefect"]["work"]
+                         / results["batchyard (server)"]["work"])
+            check(f"{n}: Prefect's share of the work < 10 %", share, lambda v: v < 0.10, "{:.0%}")
+    sizes = sorted(all_results)
+    if len(sizes) > 1:
+        small, large = all_results[sizes[0]], all_results[sizes[-1]]
+        for mode in ("batchyard (server)", "batchyard (ephemeral)"):
+            if mode in small and mode in large:
+                check(f"peak RSS {sizes[-1] / 1e6:g}M ÷ {sizes[0] / 1e6:g}M, {mode}",
+                      large[mode]["rss_mib"] / small[mode]["rss_mib"], lambda v: v <= 1.25)
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--max-parallel", type=int, default=10)
+    parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL server to create "
+                        f"the {BENCH_DB} database on; '' to skip")
+    parser.add_argument("--only", nargs="*", help="run only contenders whose name has one of "
+                        "these words")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
 
@@ -121,62 +332,25 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(work / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                BATCHYARD_WORK_DIR=str(work / "spool"))
-    source = work / "users.csv"
-    subprocess.run([str(BIN / "batchyard"), "generate", str(source), "--rows", str(args.rows),
-                    "--clean"], check=True, env=env, stdout=subprocess.DEVNULL)
-    print(f"{args.rows:,} rows, {source.stat().st_size / 2**20:.0f} MiB CSV in {work}")
-
-    results: dict[str, dict] = {}
+    pg = postgres_database(args.pg_url) if args.pg_url else None
     server, api = start_server(env)
+    all_results: dict[int, dict] = {}
     try:
-        def batchyard(name: str, extra_env: dict) -> None:
-            db = work / f"{name}.db"
-            results[name] = run_measured(
-                [str(BIN / "batchyard"), "import", str(source), "--db", f"sqlite:///{db}",
-                 "--chunk-size", str(args.chunk_size), "--json"], {**env, **extra_env})
-            summary = results[name]["result"]
-            assert summary["success"] == args.rows, summary
-            results[name]["work"] = summary["duration_seconds"]
-
-        batchyard("batchyard (server)", {"PREFECT_API_URL": api})
-        batchyard("batchyard (ephemeral)", {})
+        for rows in args.rows:
+            all_results[rows] = bench_size(rows, args, work, env, api, pg)
     finally:
         server.terminate()
         server.wait(30)
 
-    for name, script in (("pandas read_csv + to_sql", PANDAS),
-                         ("sqlite3 executemany (floor)", EXECUTEMANY)):
-        results[name] = run_measured([sys.executable, "-c", script, str(source),
-                                      str(work / f"{name.split()[0]}.db")], env)
-        results[name]["work"] = results[name]["result"]["work_seconds"]
-
-    baseline = results["batchyard (server)"]
-    lines = [
-        f"## {args.rows:,} rows, {dt.date.today()}, {platform.machine()} "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}",
-        "",
-        "| run | work s | rows/s (work) | process wall s | peak RSS MiB | "
-        "batchyard (server) speed ÷ this one's (work) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['work']:.2f} | {args.rows / r['work']:,.0f} | {r['wall']:.2f} | "
-            f"{r['rss_mib']:.0f} | {r['work'] / baseline['work']:.2f}× |"
-        )
-    fixed = results["batchyard (ephemeral)"]["wall"] - results["batchyard (ephemeral)"]["work"]
-    server_fixed = baseline["wall"] - baseline["work"]
-    lines += [
-        "",
-        f"Fixed cost outside the work: {server_fixed:.1f} s per command with a running server "
-        f"(interpreter, imports, flow-run bookkeeping), {fixed:.1f} s in ephemeral mode "
-        "(plus starting and stopping the temporary server).",
-        "",
-    ]
-    report = "\n".join(lines)
-    print(report)
+    lines = [f"## Run of {dt.datetime.now():%Y-%m-%d %H:%M}: "
+             f"--rows {' '.join(map(str, args.rows))} --chunk-size {args.chunk_size}", ""]
+    for rows, results in all_results.items():
+        lines += report(rows, results)
+    lines += ["Targets (issue 6):", ""] + targets(all_results)
+    text = "\n".join(lines)
+    print(text)
     previous = args.results.read_text() if args.results.exists() else "# Benchmark results\n\n"
-    args.results.write_text(previous.rstrip() + "\n\n" + report)
+    args.results.write_text(previous.rstrip() + "\n\n" + text)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -59,6 +59,7 @@ def batch_import(
             except Exception as exc:  # retries exhausted: record it, the other chunks go on
                 fail_chunk(job, ref, exc)
                 progress.add_failed_chunk(ref.index, ref.n_rows, str(exc))
+        progress.finish()
 
         summary = close_batch(job, cancelled=lease.stopped, rejects_file=rejects_file)
     publish_summary(job, summary)

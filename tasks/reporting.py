@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from prefect import task
 from prefect.artifacts import (
@@ -26,19 +27,25 @@ def artifact_key(batch_id: str, suffix: str) -> str:
 
 
 class BatchProgress:
-    """Counts chunk results as they arrive and mirrors them to a progress artifact and the log."""
+    """Counts chunk results as they arrive and mirrors them to a progress artifact and the log.
 
-    def __init__(self, job: ImportJob, total: int, already: dict):
+    The artifact is updated at most once per `interval` seconds (and at the end): each update is
+    a round trip and a database write on the server, which shares the machine's cores with the
+    import; the UI polls no faster than that anyway."""
+
+    def __init__(self, job: ImportJob, total: int, already: dict, interval: float = 1.0):
         self.job = job
         self.total = total
         self.success = already.get("success", 0)
         self.failed = already.get("failed", 0)
         self.ignored = already.get("ignored", 0)
         self.logger = get_run_logger()
+        self.interval, self._shown_at = interval, time.monotonic()
         self.artifact_id = create_progress_artifact(
             progress=self.percent, key=artifact_key(job.batch_id, "progress"),
             description=self.description,
         )
+        self._shown = self.description
 
     @property
     def processed(self) -> int:
@@ -53,19 +60,29 @@ class BatchProgress:
         return (f"Batch {self.job.batch_id}: {self.processed:,} of {self.total:,} records "
                 f"({self.success:,} loaded, {self.failed:,} failed, {self.ignored:,} ignored)")
 
+    def _show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        due = final or self.processed >= self.total or now - self._shown_at >= self.interval
+        if due and self.description != self._shown:
+            update_progress_artifact(self.artifact_id, progress=self.percent,
+                                     description=self.description)
+            self._shown_at, self._shown = now, self.description
+
     def add(self, result: ChunkResult) -> None:
         if not result.skipped:
             self.success += result.success
             self.failed += result.failed
             self.ignored += result.ignored
-        update_progress_artifact(self.artifact_id, progress=self.percent,
-                                 description=self.description)
+        self._show()
         self.logger.info("chunk %d done: %s%% (%s)", result.index, self.percent, self.description)
+
+    def finish(self) -> None:
+        """The last state, whatever the throttle held back (a stopped batch ends short of 100 %)."""
+        self._show(final=True)
 
     def add_failed_chunk(self, index: int, n_rows: int, error: str) -> None:
         self.failed += n_rows
-        update_progress_artifact(self.artifact_id, progress=self.percent,
-                                 description=self.description)
+        self._show()
         self.logger.error("chunk %d failed after its retries: %s", index, error)
 
 

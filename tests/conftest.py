@@ -152,3 +152,22 @@ def fix_rejects(rejects: str | Path, fixed: Path, fix) -> Path:
             fix(record)
             writer.writerow(record)
     return fixed
+
+
+def latest_artifact(key: str) -> dict:
+    """The newest artifact with this key, as the API returns it (what the UI shows)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def fetch() -> list[dict]:
+        async with get_client() as client:
+            response = await client._client.post(
+                "/artifacts/filter",
+                json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1})
+            response.raise_for_status()
+            return response.json()
+
+    found = asyncio.run(fetch())
+    assert found, f"no artifact {key}"
+    return found[0]

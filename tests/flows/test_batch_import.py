@@ -15,7 +15,7 @@ from batchyard.db import session
 from batchyard.demo import expected_counts, users_table, write_users
 from batchyard.sources import SourceOptions
 from flows.batch_import import batch_import
-from tests.conftest import fix_rejects, rows
+from tests.conftest import fix_rejects, latest_artifact, rows
 
 
 def test_clean_file_loads_every_record(tmp_path, sqlite_url):
@@ -199,27 +199,17 @@ def test_chunk_that_keeps_failing_is_recorded_and_others_go_on(tmp_path, sqlite_
 
 
 def test_artifacts_report_progress_and_counts(tmp_path, sqlite_url):
-    from prefect.client.orchestration import get_client
-
     source = write_users(tmp_path / "users.csv", 400)
     summary = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="Art_1")
 
-    async def fetch(key):
-        async with get_client() as client:
-            response = await client._client.post(
-                "/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}, "limit": 5})
-            return [type("Artifact", (), a) for a in response.json()]
-
-    import asyncio
-
-    progress = asyncio.run(fetch("batch-art-1-progress"))
-    counts = asyncio.run(fetch("batch-art-1-counts"))
-    report = asyncio.run(fetch("batch-art-1-report"))
-    assert progress[0].data == 100.0
-    assert "400 of 400 records (372 loaded, 24 failed, 4 ignored)" in progress[0].description
-    assert json.loads(counts[0].data)[0]["success"] == 372
-    assert "| failed | name: Field required | 4 |" in report[0].data
-    assert summary["rejects_file"] in report[0].data
+    progress = latest_artifact("batch-art-1-progress")
+    counts = latest_artifact("batch-art-1-counts")
+    report = latest_artifact("batch-art-1-report")
+    assert progress["data"] == 100.0
+    assert "400 of 400 records (372 loaded, 24 failed, 4 ignored)" in progress["description"]
+    assert json.loads(counts["data"])[0]["success"] == 372
+    assert "| failed | name: Field required | 4 |" in report["data"]
+    assert summary["rejects_file"] in report["data"]
 
 
 @pytest.mark.postgres

@@ -16,7 +16,7 @@ import pytest
 from batchyard.demo import expected_counts, write_users
 from batchyard.pipeline import request_stop
 from flows.batch_import import batch_import
-from tests.conftest import batchyard_command, cli_env, rows
+from tests.conftest import batchyard_command, cli_env, latest_artifact, rows
 
 
 def start_paused(tmp_path: Path, api: str, source: Path, db: str, batch_id: str, point: str):
@@ -134,6 +134,10 @@ def test_stop_between_chunks_then_resume(tmp_path, sqlite_url):
     assert 2 <= committed[0] < 20
     assert stopped["success"] + stopped["failed"] + stopped["ignored"] == committed[1]
     assert rows(sqlite_url, "select count(*) from users") == [(stopped["success"],)]
+    progress = latest_artifact("batch-stop-me-progress")
+    done = committed[1]
+    assert progress["data"] == round(100.0 * done / 2_000, 2)
+    assert f"{done:,} of 2,000 records ({stopped['success']:,} loaded" in progress["description"]
 
     resumed = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="stop-me")
     want = expected_counts(2_000)
