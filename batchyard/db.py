@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import io
 import os
 import threading
 from collections import OrderedDict
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from batchyard.errors import ConfigurationError
+from batchyard.identifiers import quote
 from batchyard.settings import get_settings
 
 _SQLITE = sqlite_dialect.dialect(paramstyle="qmark")
@@ -184,6 +187,16 @@ class PostgresSession:
     def stream(self, statement, size: int = 10_000) -> Iterator[tuple]:
         yield from self.connection.execution_options(yield_per=size).execute(statement)
 
+    def ingest_into(self, name: str, data: pa.Table) -> None:
+        with self.connection.connection.driver_connection.cursor() as cursor:
+            copy_csv(cursor, name, data)
+
+    @staticmethod
+    def is_conflict(exc: Exception) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.errors.UniqueViolation)
+
     def create(self, metadata: sa.MetaData) -> None:
         metadata.create_all(self.connection, checkfirst=True)
 
@@ -199,6 +212,15 @@ class PostgresSession:
 
 
 Session = SqliteSession | PostgresSession
+
+
+def copy_csv(cursor, table: str, data: pa.Table) -> None:
+    """COPY Arrow rows into a PostgreSQL table as CSV written by Arrow (in C, no per-row Python)."""
+    names = ", ".join(quote(n) for n in data.column_names)
+    buffer = io.BytesIO()
+    pcsv.write_csv(data, buffer, write_options=pcsv.WriteOptions(include_header=False))
+    with cursor.copy(f"COPY {quote(table)} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
+        copy.write(buffer.getbuffer())
 
 
 def _add_column(session, table: str, column: sa.Column, dialect) -> None:

@@ -8,14 +8,13 @@ of the same batch is not overwritten, and that record is reported as an ignored 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
+from batchyard.db import copy_csv
 from batchyard.errors import ConfigurationError
 from batchyard.identifiers import check_identifier, quote
 from batchyard.schemas.base import SchemaPlan
@@ -108,9 +107,6 @@ def sqlite_arrow(data: pa.Table) -> pa.Table:
 
 
 def _copy_postgres(session, stage: str, table: str, data: pa.Table) -> None:
-    names = ", ".join(quote(n) for n in data.column_names)
-    buffer = io.BytesIO()
-    pcsv.write_csv(data, buffer, write_options=pcsv.WriteOptions(include_header=False))
     cursor = session.connection.connection.driver_connection.cursor()
     with cursor:
         cursor.execute(
@@ -118,8 +114,7 @@ def _copy_postgres(session, stage: str, table: str, data: pa.Table) -> None:
             "ON COMMIT DELETE ROWS"
         )
         cursor.execute(f"TRUNCATE {quote(stage)}")
-        with cursor.copy(f"COPY {quote(stage)} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
-            copy.write(buffer.getbuffer())
+        copy_csv(cursor, stage, data)
 
 
 def _append_directly(session, table: str, data: pa.Table) -> bool:
@@ -127,7 +122,7 @@ def _append_directly(session, table: str, data: pa.Table) -> bool:
     earlier batch, or from another chunk of this one) undoes it and the upsert path takes over."""
     session.sql("SAVEPOINT batchyard_append")
     try:
-        session.ingest_into(table, sqlite_arrow(data))
+        session.ingest_into(table, sqlite_arrow(data) if session.dialect_name == "sqlite" else data)
     except Exception as exc:
         if not session.is_conflict(exc):
             raise
@@ -150,7 +145,7 @@ def load_rows(session, table: str, data: pa.Table, key: tuple[str, ...], batch_i
         return LoadResult(0, [])
     data = data.append_column(BATCH, pa.array([batch_id] * data.num_rows, pa.string()))
     stage = stage_name(table)
-    if session.dialect_name == "sqlite" and _append_directly(session, table, data):
+    if _append_directly(session, table, data):
         return LoadResult(data.num_rows, [])
     if session.dialect_name == "sqlite":
         session.sql(f"DROP TABLE IF EXISTS temp.{quote(stage)}")
