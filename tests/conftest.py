@@ -152,3 +152,15 @@ def fix_rejects(rejects: str | Path, fixed: Path, fix) -> Path:
             fix(record)
             writer.writerow(record)
     return fixed
+
+
+def refuse_ids(tmp_path: Path, url: str, first: int, last: int) -> None:
+    """A trigger in an empty `users` target that refuses ids first..last, as a maintenance rule
+    would: the chunk holding them fails at the database until `drop trigger maintenance`."""
+    from batchyard.demo import write_users
+    from flows.batch_import import batch_import
+
+    batch_import(str(write_users(tmp_path / "one.csv", 1, bad=False)), db=url)  # the table
+    rows(url, "delete from users")
+    rows(url, "create trigger maintenance before insert on users "
+              f"when new.id between {first} and {last} begin select raise(abort, 'maintenance'); end")

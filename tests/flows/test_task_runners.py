@@ -16,7 +16,7 @@ from batchyard.cli import app
 from batchyard.demo import expected_counts, write_users
 from batchyard.errors import ConfigurationError
 from flows.batch_import import batch_import
-from tests.conftest import free_port, rows
+from tests.conftest import free_port, refuse_ids, rows
 
 ROWS, CHUNK = 3_000, 500
 
@@ -107,10 +107,7 @@ def test_failed_chunk_on_dask_is_recorded_and_resumed_on_dask(tmp_path, sqlite_u
     recorded, and `batchyard resume --task-runner dask` finishes the batch."""
     monkeypatch.setenv("BATCHYARD_CHUNK_RETRIES", "0")
     source = write_users(tmp_path / "users.csv", 400, bad=False)
-    batch_import(str(write_users(tmp_path / "one.csv", 1, bad=False)), db=sqlite_url)
-    rows(sqlite_url, "delete from users")
-    rows(sqlite_url, "create trigger maintenance before insert on users "
-                     "when new.id between 101 and 200 begin select raise(abort, 'maintenance'); end")
+    refuse_ids(tmp_path, sqlite_url, 101, 200)
     first = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="on-dask",
                          task_runner="dask", dask_address=dask_address)
     assert (first["status"], first["success"], first["failed"]) == ("failed", 300, 100)
