@@ -100,6 +100,13 @@ def _print_summary(summary: dict, as_json: bool) -> None:
                    f"{summary['batch_id']}")
 
 
+TaskRunnerOption = Annotated[str, typer.Option(
+    help="Where chunk tasks run: thread (default), process (a local process pool) or dask.")]
+DaskAddressOption = Annotated[str | None, typer.Option(
+    help="Scheduler of an existing Dask cluster, e.g. tcp://HOST:8786 (with --task-runner dask; "
+         "without it dask starts a temporary local cluster).")]
+
+
 @app.command("import")
 def import_(
     source: Annotated[Path, typer.Argument(help="CSV, JSON Lines, Parquet or .xlsx file.")],
@@ -117,11 +124,14 @@ def import_(
     sheet: Annotated[str | None, typer.Option(help="Excel sheet name.")] = None,
     rejects: Annotated[Path | None, typer.Option(help="Where to write rejected records.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    task_runner: TaskRunnerOption = "thread",
+    dask_address: DaskAddressOption = None,
 ) -> None:
     """Import a file into a database table as a batch (the batch-import flow)."""
     from batchyard.pipeline import preflight
 
     size = _chunk_size(chunk_size)
+    _check_runner(task_runner, dask_address)
     try:
         job, options = preflight(str(source), schema, _resolve_db(db), table, batch_id, fmt,
                                  delimiter, encoding, sheet, fresh)
@@ -134,8 +144,21 @@ def import_(
         table=job.table,
         chunk_size=size, max_parallel=max_parallel, batch_id=job.batch_id, fresh=fresh,
         options=options, rejects_file=str(rejects) if rejects else None,
+        task_runner=task_runner, dask_address=dask_address,
     )
     _report(_finished(state, job), as_json)
+
+
+def _check_runner(name: str, dask_address: str | None) -> None:
+    """A wrong runner or an unreachable scheduler: one line, before any batch is opened."""
+    from tasks.runners import check_dask_address, check_runner
+
+    try:
+        check_runner(name, dask_address)
+        if dask_address:
+            check_dask_address(dask_address)
+    except BatchyardError as exc:
+        fail(str(exc))
 
 
 def _chunk_size(text: str) -> int | str:
@@ -249,18 +272,22 @@ def resume(
     db: DbOption = DEFAULT_DB,
     max_parallel: Annotated[int, typer.Option(min=1, help="Chunks in flight at once.")] = 10,
     as_json: JsonOption = False,
+    task_runner: TaskRunnerOption = "thread",
+    dask_address: DaskAddressOption = None,
 ) -> None:
     """Carry on a batch that failed, was stopped or crashed: committed chunks are kept."""
     from batchyard.sources import SourceOptions
     from flows.batch_import import batch_import
 
+    _check_runner(task_runner, dask_address)
     url = _resolve_db(db)
     batch, job = _existing_batch(url, batch_id, fresh=False)
     options = SourceOptions.model_validate_json(batch["options"] or "{}")
     state = run_flow(batch_import, source=job.source, schema_name=job.schema_name,
                      db=_parameter(db, url),
                      table=job.table, chunk_size=batch["chunk_size"] or 50_000,
-                     max_parallel=max_parallel, batch_id=batch_id, options=options)
+                     max_parallel=max_parallel, batch_id=batch_id, options=options,
+                     task_runner=task_runner, dask_address=dask_address)
     _report(_finished(state, job), as_json)
 
 
@@ -453,6 +480,7 @@ def main() -> None:
     # Skip the collector's walk over every object at exit (about 1 s with Prefect loaded);
     # registered first, so it runs last, after Prefect's own exit hooks.
     atexit.register(gc.freeze)
+    _prefect_environment()  # before anything imports Prefect: its settings are read at import
     try:
         app()
     except BatchyardError as exc:

@@ -26,7 +26,8 @@ class BatchyardSettings(BaseSettings):
     sqlite_busy_timeout: float = Field(60.0, description="Seconds a writer waits for SQLite's lock.")
     work_dir: Path = Field(
         Path.home() / ".cache" / "batchyard",
-        description="Where spooled copies of Excel sheets are kept while a batch runs.",
+        description="Where sources are spooled into chunk files while a batch runs; shared "
+                    "storage at the same path wherever Dask workers run chunk tasks.",
     )
 
 

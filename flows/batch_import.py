@@ -1,6 +1,7 @@
 """batch-import: a file of records into a database table, validated, with a ledger.
 
-extract (spool the source into chunks) → validate, transform and load each chunk in parallel →
+extract (spool the source into chunks) → validate, transform and load each chunk in parallel
+(threads, processes or a Dask cluster) →
 report (counts, reasons, rejects file). A chunk that fails after its retries is recorded and
 the others go on; the batch can then be resumed with the same batch id.
 """
@@ -23,6 +24,7 @@ from tasks.chunks import (
 )
 from tasks.concurrency import submit_bounded
 from tasks.reporting import BatchProgress, publish_summary
+from tasks.runners import TaskRunnerName, open_runner
 
 
 @flow(name="batch-import", task_runner=ThreadPoolTaskRunner(max_workers=32))
@@ -37,31 +39,36 @@ def batch_import(
     fresh: bool = False,
     options: SourceOptions = SourceOptions(),
     rejects_file: str | None = None,
+    task_runner: TaskRunnerName = "thread",  # where chunk tasks run: thread, process or dask
+    dask_address: str | None = None,  # scheduler of an existing Dask cluster (task_runner dask)
 ) -> dict:
     """Import `source` into `table` of `db` as batch `batch_id` (new when not given)."""
     job = resolve_job(source, schema_name, database_url(db), table, batch_id)
-    batch = open_batch(job, chunk_size, options, fresh)
-    with BatchLease(job) as lease:
-        try:
-            chunks, total, warnings = spool_chunks(job, options, chunk_size)
-        except BatchyardError as exc:  # the file is refused before anything is written
-            fail_batch(job, str(exc), exc.code)
-            raise
-        progress = BatchProgress(job, total, batch)
-        for warning in warnings:
-            progress.logger.warning(warning)
-
-        chunk_task = import_chunk_with_retries()
-        for ref, future in submit_bounded(chunk_task, chunks, max_parallel, "ref",
-                                          stop=lease.stop_requested, job=job):
+    with open_runner(task_runner, dask_address, max_parallel) as runner:
+        batch = open_batch(job, chunk_size, options, fresh)
+        with BatchLease(job) as lease:
             try:
-                progress.add(future.result())
-            except Exception as exc:  # retries exhausted: record it, the other chunks go on
-                fail_chunk(job, ref, exc)
-                progress.add_failed_chunk(ref.index, ref.n_rows, str(exc))
-        progress.finish()
+                chunks, total, warnings = spool_chunks(job, options, chunk_size)
+            except BatchyardError as exc:  # the file is refused before anything is written
+                fail_batch(job, str(exc), exc.code)
+                raise
+            progress = BatchProgress(job, total, batch)
+            for warning in warnings:
+                progress.logger.warning(warning)
 
-        summary = close_batch(job, cancelled=lease.stopped, rejects_file=rejects_file)
+            # `db` as given: a block name, not its password, travels to processes and workers
+            chunk_job = job.model_copy(update={"db": db})
+            for ref, future in submit_bounded(import_chunk_with_retries(), chunks, max_parallel,
+                                              "ref", stop=lease.stop_requested, runner=runner,
+                                              job=chunk_job):
+                try:
+                    progress.add(future.result())
+                except Exception as exc:  # retries exhausted: record it, the other chunks go on
+                    fail_chunk(job, ref, exc)
+                    progress.add_failed_chunk(ref.index, ref.n_rows, str(exc))
+            progress.finish()
+
+            summary = close_batch(job, cancelled=lease.stopped, rejects_file=rejects_file)
     publish_summary(job, summary)
     return summary
 

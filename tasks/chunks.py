@@ -11,6 +11,7 @@ from batchyard.errors import error_code, is_retryable
 from batchyard.pipeline import ChunkResult, ChunkSize, ImportJob
 from batchyard.settings import get_settings
 from batchyard.sources import ChunkRef, SourceOptions
+from blocks.database import BLOCK_PREFIX, database_url
 
 
 def _retry_transient(task, task_run, state) -> bool:
@@ -39,6 +40,10 @@ def spool_chunks(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
 
 @task(name="import-chunk", task_run_name="import-chunk-{ref.index}", cache_policy=NO_CACHE)
 def import_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
+    """`job.db` may name a block: its URL, password included, is loaded where the chunk runs,
+    so it is in no parameter a process pool or a Dask cluster receives."""
+    if job.db.startswith(BLOCK_PREFIX):
+        job = job.model_copy(update={"db": database_url(job.db)})
     return pipeline.process_chunk(job, ref)
 
 

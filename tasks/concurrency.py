@@ -7,16 +7,18 @@ from typing import Any, TypeVar
 
 from prefect import Task
 from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import TaskRunner
 
 T = TypeVar("T")
 
 
 def submit_bounded(task: Task, items: Iterable[T], max_parallel: int, item_name: str,
-                   stop: Callable[[], bool] | None = None,
+                   stop: Callable[[], bool] | None = None, runner: TaskRunner | None = None,
                    **kwargs: Any) -> Iterator[tuple[T, PrefectFuture]]:
     """Submit `task` once per item, keeping `max_parallel` in flight (back-pressure), and yield
     each (item, finished future) in completion order so callers can report progress. Once
-    `stop()` is true nothing new is submitted; the runs in flight finish."""
+    `stop()` is true nothing new is submitted; the runs in flight finish. A started `runner`
+    (processes, Dask) takes the runs instead of the flow's own task runner."""
     pending = list(items)[::-1]
     inflight: dict[PrefectFuture, T] = {}
     while pending or inflight:
@@ -26,6 +28,8 @@ def submit_bounded(task: Task, items: Iterable[T], max_parallel: int, item_name:
                 break
         while pending and len(inflight) < max_parallel:
             item = pending.pop()
-            inflight[task.submit(**{item_name: item}, **kwargs)] = item
+            parameters = {item_name: item, **kwargs}
+            future = runner.submit(task, parameters) if runner else task.submit(**parameters)
+            inflight[future] = item
         finished = next(as_completed(list(inflight)))
         yield inflight.pop(finished), finished

@@ -171,3 +171,15 @@ def latest_artifact(key: str) -> dict:
     found = asyncio.run(fetch())
     assert found, f"no artifact {key}"
     return found[0]
+
+
+def refuse_ids(tmp_path: Path, url: str, first: int, last: int) -> None:
+    """A trigger in an empty `users` target that refuses ids first..last, as a maintenance rule
+    would: the chunk holding them fails at the database until `drop trigger maintenance`."""
+    from batchyard.demo import write_users
+    from flows.batch_import import batch_import
+
+    batch_import(str(write_users(tmp_path / "one.csv", 1, bad=False)), db=url)  # the table
+    rows(url, "delete from users")
+    rows(url, "create trigger maintenance before insert on users "
+              f"when new.id between {first} and {last} begin select raise(abort, 'maintenance'); end")

@@ -16,7 +16,7 @@ import pytest
 from batchyard.demo import expected_counts, write_users
 from batchyard.pipeline import request_stop
 from flows.batch_import import batch_import
-from tests.conftest import batchyard_command, cli_env, latest_artifact, rows
+from tests.conftest import batchyard_command, cli_env, latest_artifact, refuse_ids, rows
 
 
 def start_paused(tmp_path: Path, api: str, source: Path, db: str, batch_id: str, point: str):
@@ -151,10 +151,7 @@ def test_failed_chunk_is_resumable_once_the_cause_is_gone(tmp_path, sqlite_url, 
     retried, marked failed, its records counted; after the trigger is dropped, resume finishes."""
     monkeypatch.setenv("BATCHYARD_CHUNK_RETRIES", "1")
     source = write_users(tmp_path / "users.csv", 500, bad=False)
-    batch_import(str(write_users(tmp_path / "one.csv", 1, bad=False)), db=sqlite_url)
-    rows(sqlite_url, "delete from users")
-    rows(sqlite_url, "create trigger maintenance before insert on users "
-                     "when new.id between 201 and 300 begin select raise(abort, 'maintenance'); end")
+    refuse_ids(tmp_path, sqlite_url, 201, 300)
     first = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="fix-me")
     assert (first["status"], first["success"], first["failed"]) == ("failed", 400, 100)
     assert first["error_code"] == "PROCESSING_ERROR"
