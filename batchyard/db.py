@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import adbc_driver_sqlite.dbapi as adbc  # at import: it loads pyarrow.dataset and pandas (0.4 s)
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
@@ -232,8 +233,6 @@ def _add_column(session, table: str, column: sa.Column, dialect) -> None:
 
 
 def _sqlite_connect(path: str):
-    import adbc_driver_sqlite.dbapi as adbc
-
     if not Path(path).parent.is_dir():
         raise ConfigurationError(
             f"cannot connect to sqlite:///{path}: unable to open database file "

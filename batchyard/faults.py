@@ -1,7 +1,8 @@
 """Named pause points for crash tests (Spring Batch style restart tests).
 
 With `BATCHYARD_PAUSE_AT=NAME:N` the N-th time a run reaches point NAME it writes
-`BATCHYARD_PAUSE_FILE` and sleeps, so that a test can `kill -9` it at exactly that moment.
+`BATCHYARD_PAUSE_FILE` and sleeps, so that a test can `kill -9` it at exactly that moment, or
+do something to the world (take a lock) and delete the file to let the run go on.
 Unset (always, outside tests), a pause point costs one dictionary lookup.
 """
 
@@ -31,5 +32,5 @@ def pause_point(name: str) -> None:
         if marker:
             with open(marker, "w") as handle:
                 handle.write(f"{name} {os.getpid()}\n")
-        while True:  # short sleeps: a task timeout can interrupt it like real work
+        while not marker or os.path.exists(marker):  # short sleeps, like real work
             time.sleep(0.05)

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -159,6 +160,12 @@ def reset_batch(connection, batch_id: str) -> None:
 
 def spool_dir(batch_id: str) -> Path:
     return get_settings().work_dir / "spool" / batch_id
+
+
+def remove_spool(batch_id: str) -> None:
+    """A closed batch's chunk files are not needed again (a resume spools the source afresh),
+    and they are as large as the source: keep the work directory from filling up."""
+    shutil.rmtree(spool_dir(batch_id), ignore_errors=True)
 
 
 def fixed_sizes(chunk_size: int) -> Iterator[int]:
@@ -378,6 +385,7 @@ def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = N
     pause_point("batch-closing")
     with session(job.db, write=True) as connection:
         final = ledger.finish_batch(connection, job.batch_id, status, error, code, rejects_file)
+    remove_spool(job.batch_id)
     return final
 
 

@@ -174,17 +174,25 @@ def postgres_database(url: str) -> str | None:
     return url.rsplit("/", 1)[0] + f"/{BENCH_DB}"
 
 
-def make_inputs(work: Path, rows: int, env: dict) -> tuple[Path, Path]:
-    """The users CSV from the generator, and the same records as Parquet."""
+TO_PARQUET = textwrap.dedent("""
+    import sys
     import pyarrow.csv as pv
     import pyarrow.parquet as pq
+    table = pv.read_csv(sys.argv[1], convert_options=pv.ConvertOptions(
+        column_types={"signup_date": "string"}))
+    pq.write_table(table, sys.argv[2], row_group_size=100_000)
+""")
 
+
+def make_inputs(work: Path, rows: int, env: dict) -> tuple[Path, Path]:
+    """The users CSV from the generator, and the same records as Parquet. Both are made in
+    child processes: Linux hands a parent's peak RSS down to the children it starts, so this
+    process must stay small for the children's peaks to be their own."""
     source = work / f"users-{rows}.csv"
     subprocess.run([str(BIN / "batchyard"), "generate", str(source), "--rows", str(rows),
                     "--clean"], check=True, env=env, stdout=subprocess.DEVNULL)
     parquet = source.with_suffix(".parquet")
-    pq.write_table(pv.read_csv(source, convert_options=pv.ConvertOptions(
-        column_types={"signup_date": "string"})), parquet, row_group_size=100_000)
+    subprocess.run([sys.executable, "-c", TO_PARQUET, str(source), str(parquet)], check=True)
     return source, parquet
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from batchyard.db import session
 from batchyard.demo import expected_counts, users_table, write_users
+from batchyard.pipeline import spool_dir
 from batchyard.sources import SourceOptions
 from flows.batch_import import batch_import
 from tests.conftest import fix_rejects, latest_artifact, rows
@@ -35,6 +36,7 @@ def test_clean_file_loads_every_record(tmp_path, sqlite_url):
     assert rows(sqlite_url, "select status, chunks, total from batchyard_batches") == [
         ("completed", 3, 2_500)]
     assert summary["rejects_file"] is None
+    assert not spool_dir(summary["batch_id"]).exists()  # its chunk files are gone
 
 
 def test_bad_rows_are_kept_with_reasons_and_counts_add_up(tmp_path, sqlite_url):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from batchyard import faults
 from batchyard.demo import expected_counts, write_users
 from batchyard.pipeline import request_stop
 from flows.batch_import import batch_import
@@ -176,15 +177,14 @@ def test_lock_wait_that_outlasts_the_retries_is_a_timeout_error(tmp_path, sqlite
     source = write_users(tmp_path / "users.csv", 300, bad=False)
     db_path = sqlite_url.removeprefix("sqlite:///")
 
+    marker = tmp_path / "first-chunk-committed"
+    monkeypatch.setenv("BATCHYARD_PAUSE_AT", "chunk-committed:1")
+    monkeypatch.setenv("BATCHYARD_PAUSE_FILE", str(marker))
+    faults._hits.clear()
+
     def lock_after_first_chunk():
         deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if rows(sqlite_url, "select count(*) from batchyard_chunks "
-                                    "where status='committed'")[0][0]:
-                    break
-            except Exception:  # not created yet
-                pass
+        while not marker.exists() and time.time() < deadline:
             time.sleep(0.01)
         holder = subprocess.Popen(
             [sys.executable, "-c", "import sqlite3, sys, time\n"
@@ -192,6 +192,7 @@ def test_lock_wait_that_outlasts_the_retries_is_a_timeout_error(tmp_path, sqlite
              "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(4)",
              db_path], stdout=subprocess.PIPE, text=True)
         holder.stdout.readline()
+        marker.unlink()  # the run goes on, into the lock
         holder.wait(30)
 
     locker = threading.Thread(target=lock_after_first_chunk)
