@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from batchyard import ledger
+from batchyard.bytescan import contains_any
 from batchyard.db import check_connection, safe_url, session
 from batchyard.errors import (
     PROCESSING_ERROR,
@@ -249,7 +250,8 @@ class Prepared:
 def _nul_failures(raw: pa.Table, fields: list[str]) -> tuple[pa.Table, list[ledger.RecordEntry]]:
     """A NUL byte is valid in Arrow and pydantic but refused by PostgreSQL and breaks most
     tools downstream: reject the record, naming the field."""
-    masks = {f: pc.fill_null(pc.match_substring(raw[f], "\x00"), False) for f in fields}
+    masks = {f: pc.fill_null(pc.match_substring(raw[f], "\x00"), False) for f in fields
+             if contains_any(raw[f], b"\x00")}
     hits = [f for f, m in masks.items() if pc.any(m).as_py()]
     if not hits:
         return raw, []

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchyard.bytescan import contains_any, has_double_space
 from batchyard.schemas.base import CollapseSpaces, Lower, SchemaPlan, Upper
 
 ROW = "_row_number"
@@ -37,7 +38,10 @@ def normalise_column(values: pa.ChunkedArray | pa.Array, markers: set[type]) -> 
 
 
 def _has_inner_space_runs(text) -> bool:
-    """Plain substring scans, several times cheaper than one regex over the column."""
+    """A byte prefilter first (most names have none); then plain substring scans, several
+    times cheaper than one regex over the column."""
+    if not (contains_any(text, b"\t\n\r\xa0") or has_double_space(text)):
+        return False
     return any(pc.any(pc.match_substring(text, needle)).as_py()
                for needle in ("  ", "\t", "\n", "\r", "\u00a0"))
 

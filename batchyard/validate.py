@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
+from batchyard.bytescan import contains_only
 from batchyard.schemas.base import ColumnSpec, SchemaPlan
 from batchyard.transform import ROW
 
@@ -53,6 +54,24 @@ def _bounds(spec: ColumnSpec, typed: pa.ChunkedArray, ok: pa.ChunkedArray) -> pa
     return ok
 
 
+# Bytes of a plainly written number or date: with only these, Arrow's cast accepts exactly what
+# the patterns above accept (it would also take "0x10" as 16; "x" is not among them).
+PLAIN_BYTES = {"int": b"0123456789-", "float": b"0123456789+-.eE", "date": b"0123456789-"}
+
+
+def _cast_plain(spec: ColumnSpec, text: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """The typed column when every cell is plainly written (the common case: one cast, no
+    pattern scans); None sends the column down the pattern path, which finds the bad cells."""
+    if not contains_only(text, PLAIN_BYTES[spec.kind]):
+        return None
+    if spec.kind == "date" and not pc.all(pc.equal(pc.binary_length(text), 10)).as_py():
+        return None
+    try:  # Arrow's date cast refuses impossible days (2021-02-30), unlike strptime
+        return pc.cast(text, spec.arrow_type)
+    except (pa.ArrowInvalid, OverflowError):
+        return None
+
+
 def check_column(spec: ColumnSpec, text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
     """Parse one normalised text column; return typed values and a mask of acceptable cells."""
     present = pc.is_valid(text)
@@ -74,6 +93,8 @@ def check_column(spec: ColumnSpec, text: pa.ChunkedArray) -> tuple[pa.ChunkedArr
         truthy = pc.is_in(lowered, value_set=pa.array(TRUE_TEXT))
         ok = pc.or_(truthy, pc.is_in(lowered, value_set=pa.array(FALSE_TEXT)))
         typed = pc.if_else(present, truthy, pa.scalar(None, pa.bool_()))
+    elif (typed := _cast_plain(spec, text)) is not None:
+        ok = _bounds(spec, typed, present)
     else:
         pattern = {"int": INT_TEXT, "float": FLOAT_TEXT, "date": DATE_TEXT}[spec.kind]
         ok = pc.fill_null(pc.match_substring_regex(text, pattern), False)

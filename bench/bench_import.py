@@ -40,7 +40,7 @@ BIN = Path(sys.executable).parent
 PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "batchyard_bench"
 
-USERS_DDL = ("create table users (id bigint primary key, email text, name text, age integer, "
+USERS_DDL = ("create table raw_users (id bigint primary key, email text, name text, age integer, "
              "country text, signup_date date, balance numeric(12, 2))")
 
 PANDAS = textwrap.dedent("""
@@ -102,9 +102,9 @@ COPY = textwrap.dedent("""
     source, url, ddl = sys.argv[1], sys.argv[2], sys.argv[3]
     start = time.perf_counter()
     with psycopg.connect(url) as connection:
-        connection.execute("drop table if exists users")
+        connection.execute("drop table if exists raw_users")
         connection.execute(ddl)
-        with connection.cursor().copy("copy users from stdin (format csv, header true)") as copy, \\
+        with connection.cursor().copy("copy raw_users from stdin (format csv, header true)") as copy, \\
                 open(source, "rb") as handle:
             while block := handle.read(1 << 20):
                 copy.write(block)
@@ -216,7 +216,8 @@ def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None)
 
     def batchyard(name: str, file: Path, db: str, extra_env: dict | None = None) -> None:
         measure(name, [str(BIN / "batchyard"), "import", str(file), "--db", db, *chunking,
-                       "--json"], extra_env, work_of=lambda s: checked(s, rows)["duration_seconds"])
+                       "--table", f"users_{rows}", "--json"], extra_env,
+                work_of=lambda s: checked(s, rows)["duration_seconds"])
 
     server = {"PREFECT_API_URL": api}
     batchyard("batchyard (server)", source, f"sqlite:///{work / 'server.db'}", server)

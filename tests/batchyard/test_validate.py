@@ -52,6 +52,10 @@ def test_optional_fields_take_defaults():
         ("signup_date", "1960-01-01", "signup_date: Input should be greater than or equal to 1970-01-01"),
         ("balance", "inf", "balance: Input should be a finite number (got 'inf')"),
         ("balance", "1e13", "balance: Input should be less than or equal to 1000000000000 (got '1e13')"),
+        # Arrow's cast would take these; only plainly written cells take the cast-only path
+        ("id", "0x10", "id: Input should be a valid integer, unable to parse string as an integer (got '0x10')"),
+        ("balance", "Infinity", "balance: Input should be a finite number (got 'Infinity')"),
+        ("signup_date", "-2021-01-0", "signup_date: Input should be a valid date or datetime"),
     ],
 )
 def test_bad_field_is_rejected_with_pydantic_message(field, value, message):
@@ -137,3 +141,15 @@ def test_integer_beyond_64_bits_is_rejected_not_crashed():
     assert result.rejects[0].error == (
         "record: a value does not fit its column type (64-bit integer or float)"
     )
+
+
+@pytest.mark.parametrize(
+    ("ages", "typed"),
+    [
+        (["1", "20", "003"], [1, 20, 3]),  # plainly written: one cast
+        (["+7", "8"], [7, 8]),  # '+' is not plain for integers: the pattern path strips it
+    ],
+)
+def test_plain_and_signed_integers_give_the_same_values(ages, typed):
+    result = run([{**GOOD, "id": str(i + 1), "age": age} for i, age in enumerate(ages)])
+    assert [r["age"] for r in result.valid.to_pylist()] == typed
