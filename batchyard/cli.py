@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from batchyard.errors import BatchyardError
+from batchyard.sizing import DEFAULT_CHUNK_SIZE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reliable bulk record imports as Prefect flows.")
@@ -114,7 +115,8 @@ def import_(
     db: Annotated[str, typer.Option(help="Target database URL.")] = "sqlite:///batchyard.db",
     table: Annotated[str | None, typer.Option(help="Target table; default from the schema.")] = None,
     chunk_size: Annotated[str, typer.Option(
-        help="Records per chunk, or auto (from the machine's load, chunk by chunk).")] = "50000",
+        help="Records per chunk, or auto (from the machine's load, chunk by chunk).")] = str(
+            DEFAULT_CHUNK_SIZE),
     max_parallel: Annotated[int, typer.Option(min=1, help="Chunks in flight at once.")] = 10,
     batch_id: Annotated[str | None, typer.Option(help="Resume or name this batch.")] = None,
     fresh: Annotated[bool, typer.Option(help="Run a completed batch again.")] = False,
@@ -285,7 +287,7 @@ def resume(
     options = SourceOptions.model_validate_json(batch["options"] or "{}")
     state = run_flow(batch_import, source=job.source, schema_name=job.schema_name,
                      db=_parameter(db, url),
-                     table=job.table, chunk_size=batch["chunk_size"] or 50_000,
+                     table=job.table, chunk_size=batch["chunk_size"] or DEFAULT_CHUNK_SIZE,
                      max_parallel=max_parallel, batch_id=batch_id, options=options,
                      task_runner=task_runner, dask_address=dask_address)
     _report(_finished(state, job), as_json)

@@ -11,7 +11,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class BatchyardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BATCHYARD_", extra="ignore")
 
-    chunk_size: int = Field(50_000, ge=1, description="Records per chunk when none is given.")
     max_parallel: int = Field(10, ge=1, description="Chunk tasks in flight at once.")
     chunk_retries: int = Field(2, ge=0, description="Retries of a chunk task after a transient fault.")
     retry_delays: list[float] = Field(

@@ -9,6 +9,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+# 10 chunk tasks per million records: Prefect's per-task cost is about a third of its share of
+# the time at 50,000 (measured at 5M rows: 25 % with 50,000, 5-9 % with 100,000), for about
+# 100 MiB more peak memory.
+DEFAULT_CHUNK_SIZE = 100_000
+
 
 @dataclass(frozen=True)
 class SizeRange:

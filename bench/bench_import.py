@@ -34,6 +34,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from batchyard.sizing import DEFAULT_CHUNK_SIZE
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
@@ -328,7 +330,7 @@ def targets(all_results: dict[int, dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
-    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
     parser.add_argument("--max-parallel", type=int, default=10)
     parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL server to create "
                         f"the {BENCH_DB} database on; '' to skip")

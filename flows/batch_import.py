@@ -13,6 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from batchyard.errors import BatchyardError
 from batchyard.pipeline import BatchLease, ChunkSize, fail_batch, resolve_job
+from batchyard.sizing import DEFAULT_CHUNK_SIZE
 from batchyard.sources import SourceOptions
 from blocks.database import database_url
 from tasks.chunks import (
@@ -33,7 +34,7 @@ def batch_import(
     schema_name: str = "users",
     db: str = "sqlite:///batchyard.db",  # a URL, or block:NAME for a saved SqlAlchemyConnector
     table: str | None = None,
-    chunk_size: ChunkSize = 50_000,  # or "auto": sized from the machine's load per chunk
+    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE,  # or "auto": sized from the machine's load per chunk
     max_parallel: int = 10,
     batch_id: str | None = None,
     fresh: bool = False,

@@ -13,6 +13,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from batchyard.retry import job_for
+from batchyard.sizing import DEFAULT_CHUNK_SIZE
 from blocks.database import database_url
 from tasks.chunks import close_batch
 from tasks.concurrency import submit_bounded
@@ -26,7 +27,7 @@ def retry_failed(
     db: str = "sqlite:///batchyard.db",
     from_file: str | None = None,
     max_retries: int = 3,
-    chunk_size: int = 50_000,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     max_parallel: int = 4,
 ) -> dict:
     """Retry the failed records of `batch_id` (from `from_file` if given: a fixed rejects CSV)."""
