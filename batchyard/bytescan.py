@@ -16,6 +16,8 @@ import pyarrow as pa
 
 def data_bytes(values: pa.ChunkedArray | pa.Array) -> Iterator[np.ndarray]:
     """The UTF-8 bytes of the cells of a string column, chunk by chunk, without copying."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        raise TypeError(f"byte scans read string columns, not {values.type}")
     arrays = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
     for array in arrays:
         if len(array) == 0 or array.null_count == len(array):

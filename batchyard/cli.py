@@ -153,12 +153,10 @@ def import_(
 
 def _check_runner(name: str, dask_address: str | None) -> None:
     """A wrong runner or an unreachable scheduler: one line, before any batch is opened."""
-    from tasks.runners import check_dask_address, check_runner
+    from tasks.runners import check_runner
 
     try:
         check_runner(name, dask_address)
-        if dask_address:
-            check_dask_address(dask_address)
     except BatchyardError as exc:
         fail(str(exc))
 

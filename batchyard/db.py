@@ -23,6 +23,7 @@ from typing import Any
 
 import adbc_driver_sqlite.dbapi as adbc  # at import: it loads pyarrow.dataset and pandas (0.4 s)
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -134,10 +135,10 @@ class SqliteSession:
             yield from batch
 
     def ingest(self, name: str, data: pa.Table) -> None:
-        self.cursor.adbc_ingest(name, data, mode="create_append", temporary=True)
+        self.cursor.adbc_ingest(name, sqlite_arrow(data), mode="create_append", temporary=True)
 
     def ingest_into(self, name: str, data: pa.Table) -> None:
-        self.cursor.adbc_ingest(name, data, mode="append")
+        self.cursor.adbc_ingest(name, sqlite_arrow(data), mode="append")
 
     @staticmethod
     def is_conflict(exc: Exception) -> bool:
@@ -213,6 +214,16 @@ class PostgresSession:
 
 
 Session = SqliteSession | PostgresSession
+
+
+def sqlite_arrow(data: pa.Table) -> pa.Table:
+    """Arrow types as SQLite stores them (dates as ISO text, booleans as integers)."""
+    for i, column in enumerate(data.columns):
+        if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):
+            data = data.set_column(i, data.field(i).name, pc.cast(column, pa.string()))
+        elif pa.types.is_boolean(column.type):
+            data = data.set_column(i, data.field(i).name, pc.cast(column, pa.int8()))
+    return data
 
 
 def copy_csv(cursor, table: str, data: pa.Table) -> None:

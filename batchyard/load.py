@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from batchyard.db import copy_csv
@@ -96,16 +95,6 @@ def stage_name(table: str) -> str:
     return check_identifier(f"_batchyard_stage_{table}"[:63], "staging table")
 
 
-def sqlite_arrow(data: pa.Table) -> pa.Table:
-    """Arrow types as SQLite stores them (dates as ISO text, booleans as integers)."""
-    for i, column in enumerate(data.columns):
-        if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):
-            data = data.set_column(i, data.field(i).name, pc.cast(column, pa.string()))
-        elif pa.types.is_boolean(column.type):
-            data = data.set_column(i, data.field(i).name, pc.cast(column, pa.int8()))
-    return data
-
-
 def _copy_postgres(session, stage: str, table: str, data: pa.Table) -> None:
     cursor = session.connection.connection.driver_connection.cursor()
     with cursor:
@@ -122,7 +111,7 @@ def _append_directly(session, table: str, data: pa.Table) -> bool:
     earlier batch, or from another chunk of this one) undoes it and the upsert path takes over."""
     session.sql("SAVEPOINT batchyard_append")
     try:
-        session.ingest_into(table, sqlite_arrow(data) if session.dialect_name == "sqlite" else data)
+        session.ingest_into(table, data)
     except Exception as exc:
         if not session.is_conflict(exc):
             raise
@@ -149,7 +138,7 @@ def load_rows(session, table: str, data: pa.Table, key: tuple[str, ...], batch_i
         return LoadResult(data.num_rows, [])
     if session.dialect_name == "sqlite":
         session.sql(f"DROP TABLE IF EXISTS temp.{quote(stage)}")
-        session.ingest(stage, sqlite_arrow(data))
+        session.ingest(stage, data)
         source = f"temp.{quote(stage)}"
     else:
         _copy_postgres(session, stage, table, data)

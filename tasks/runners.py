@@ -32,6 +32,8 @@ def check_runner(name: str, dask_address: str | None) -> None:
     if dask_address and name != "dask":
         raise ConfigurationError(
             f"a Dask address ({dask_address}) needs the dask task runner (--task-runner dask)")
+    if dask_address:
+        check_dask_address(dask_address)
 
 
 def check_dask_address(address: str) -> None:
@@ -56,7 +58,6 @@ def check_dask_address(address: str) -> None:
 
 def build_runner(name: str, dask_address: str | None, max_parallel: int) -> TaskRunner | None:
     """The runner for chunk tasks; None for threads, which the flow's own runner provides."""
-    check_runner(name, dask_address)
     if name == "process":
         from prefect.task_runners import ProcessPoolTaskRunner
 
@@ -79,8 +80,7 @@ def open_runner(name: str, dask_address: str | None, max_parallel: int,
                 ) -> Iterator[TaskRunner | None]:
     """The started runner; a Dask client connects here, so a bad address fails the run before
     its batch is opened."""
-    if name == "dask" and dask_address:
-        check_dask_address(dask_address)
+    check_runner(name, dask_address)
     runner = build_runner(name, dask_address, max_parallel)
     if runner is None:
         yield None

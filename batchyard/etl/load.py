@@ -27,7 +27,7 @@ from batchyard.errors import BatchyardError
 from batchyard.etl.extract import write_table
 from batchyard.etl.spec import DatabaseTarget, FileTarget, Target, WarehouseTarget, WriteDisposition
 from batchyard.identifiers import check_identifier, quote
-from batchyard.load import BATCH, load_rows, sqlite_arrow
+from batchyard.load import BATCH, load_rows
 from batchyard.transform import ROW
 
 
@@ -292,23 +292,8 @@ def _load_database(job: LoadJob, table: pa.Table) -> None:
         if job.disposition == "merge":
             load_rows(current, job.table, table.drop_columns([BATCH]), job.key,
                       table[BATCH][0].as_py())
-        elif current.dialect_name == "sqlite":
-            current.ingest_into(job.table, sqlite_arrow(table))
         else:
-            _copy_into(current, job.table, table)
-
-
-def _copy_into(current, name: str, table: pa.Table) -> None:
-    import io
-
-    import pyarrow.csv as pcsv
-
-    buffer = io.BytesIO()
-    pcsv.write_csv(table, buffer, write_options=pcsv.WriteOptions(include_header=False))
-    columns = ", ".join(quote(n) for n in table.column_names)
-    with current.connection.connection.driver_connection.cursor() as cursor:
-        with cursor.copy(f"COPY {quote(name)} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-            copy.write(buffer.getbuffer())
+            current.ingest_into(job.table, table)
 
 
 def _load_duckdb(job: LoadJob, table: pa.Table) -> None:

@@ -49,5 +49,5 @@ def test_has_double_space(values, expected):
 
 
 def test_a_non_string_column_is_refused():
-    with pytest.raises((TypeError, ValueError, IndexError)):
+    with pytest.raises(TypeError, match="byte scans read string columns, not int64"):
         contains_any(pa.array([1, 2]), b"\x00")
