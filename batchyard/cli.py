@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from batchyard import temporary_server
 from batchyard.errors import BatchyardError
 from batchyard.sizing import DEFAULT_CHUNK_SIZE
 
@@ -26,12 +27,13 @@ EXIT_NOT_COMPLETED = 3
 def _prefect_environment() -> None:
     """No network here and none needed: telemetry off. For the temporary server of ephemeral
     mode: a generous start-up timeout (a loaded machine), and task-run states recorded in
-    batches rather than one transaction each, so a batch's states are written before exit."""
+    batches rather than one transaction each, flushed every quarter second: at exit the command
+    waits until its task runs are recorded, so the flush interval is part of every command."""
     for name, value in (
         ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
         ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"),
         ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100"),
-        ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "1"),
+        ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "0.25"),
     ):
         os.environ.setdefault(name, value)
 
@@ -65,6 +67,7 @@ def fail(message: str, code: int = EXIT_ERROR) -> None:
 def run_flow(flow, **parameters):
     """Run a flow in this process and return its final state."""
     _prefect_environment()
+    temporary_server.hand_to_prefect()
     _quiet_user_errors()
     from batchyard.prefect_runtime import run_flow_cleanly
 
@@ -177,6 +180,7 @@ def _resolve_db(db: str) -> str:
     if not db.startswith("block:"):
         return _password_to_environment(db)
     _prefect_environment()
+    temporary_server.hand_to_prefect()
     from blocks.database import database_url
 
     try:
@@ -481,6 +485,7 @@ def main() -> None:
     # registered first, so it runs last, after Prefect's own exit hooks.
     atexit.register(gc.freeze)
     _prefect_environment()  # before anything imports Prefect: its settings are read at import
+    temporary_server.start_early()
     try:
         app()
     except BatchyardError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,45 @@ def test_real_command_in_ephemeral_mode_ends_without_traceback(tmp_path):
     assert {k: summary[k] for k in expected_counts(1_000)} == expected_counts(1_000)
     for noise in ("Traceback", "CancelledError", "Exception ignored", "RuntimeWarning"):
         assert noise not in done.stderr, done.stderr
+    # the server started with the command was the one used, and it is gone
+    assert "Started a temporary server on http://127.0.0.1:" in done.stderr
+    assert "Starting temporary server" not in done.stderr  # Prefect did not start a second one
+    assert _servers_of(tmp_path) == []
+    # every task run reached its database in a final state before it stopped: open, spool,
+    # four chunks, close, report; no heartbeat events (off unless the user sets a frequency)
+    with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as server_db:
+        states = server_db.execute(
+            "select state_type, count(*) from task_run where flow_run_id = ? group by 1",
+            (summary["flow_run_id"],)).fetchall()
+        heartbeats = server_db.execute(
+            "select count(*) from events where event = 'prefect.flow-run.heartbeat'").fetchone()
+    assert states == [("COMPLETED", 8)] and heartbeats == (0,)
+
+
+def _servers_of(tmp_path: Path) -> list[int]:
+    """Temporary Prefect servers still running with this test's PREFECT_HOME."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (b"create_app" in (proc / "cmdline").read_bytes()
+                    and str(tmp_path).encode() in (proc / "environ").read_bytes()):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_failing_command_stops_the_server_it_started_early(tmp_path):
+    """A command that fails before its flow (here a missing file) leaves no server behind."""
+    command = [str(Path(sys.executable).with_name("batchyard")), "import",
+               str(tmp_path / "missing.csv"), "--db", f"sqlite:///{tmp_path / 'cli.db'}"]
+    done = subprocess.run(command, capture_output=True, text=True, env=_cli_env(tmp_path),
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "missing.csv" in done.stderr and "Traceback" not in done.stderr
+    assert _servers_of(tmp_path) == []
 
 
 @pytest.mark.postgres
