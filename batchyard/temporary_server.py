@@ -26,8 +26,6 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from batchyard.errors import BatchyardError
-
 FLOW_COMMANDS = {"import", "resume", "retry", "demo", "etl", "stream run"}
 
 # What Prefect sets for its own temporary server (SubprocessASGIServer._run_uvicorn_command).
@@ -96,7 +94,8 @@ def start_early(argv: Sequence[str] = sys.argv) -> None:
 
 def hand_to_prefect(timeout: float = 90.0) -> None:
     """Wait until the early server answers and make it Prefect's temporary server. If Prefect
-    turns out to be configured for a server after all, the early one is stopped unused."""
+    turns out to be configured for a server after all, the early one is stopped unused; if it
+    failed to start (its port taken in the meantime), Prefect starts its own as it would have."""
     global _started
     if _started is None:
         return
@@ -111,30 +110,26 @@ def hand_to_prefect(timeout: float = 90.0) -> None:
     if server.running:  # Prefect started its own before us
         _stop(process)
         return
-    try:
-        _wait_healthy(process, f"http://127.0.0.1:{_port}/api/health", timeout)
-    except BatchyardError:
+    if not _answers(process, f"http://127.0.0.1:{_port}/api/health", timeout):
         _stop(process)
-        raise
+        return
     server.port, server.server_process, server.running = _port, process, True
     atexit.register(server.stop)
     subprocess_server_logger.info(
         f"Started a temporary server on {server.address} (no PREFECT_API_URL is set)")
 
 
-def _wait_healthy(process: subprocess.Popen, url: str, timeout: float) -> None:
+def _answers(process: subprocess.Popen, url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BatchyardError(f"the temporary Prefect server exited with code {process.returncode}")
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    return
+                    return True
         except OSError:
             pass
         time.sleep(0.05)
-    raise BatchyardError(f"the temporary Prefect server did not answer within {timeout:.0f} s")
+    return False
 
 
 def _stop_unused() -> None:

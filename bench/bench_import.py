@@ -215,6 +215,7 @@ def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None)
         runs = []
         for _ in range(args.repeat):
             empty_targets(work, pg, rows)
+            wait_for_quiet()
             run = run_measured(command, {**env, **(extra_env or {})})
             run["work"] = work_of(run["result"])
             runs.append(run)
@@ -252,6 +253,28 @@ def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None)
         measure("raw COPY → PostgreSQL", [sys.executable, "-c", COPY, str(source), pg, USERS_DDL])
     empty_targets(work, pg, rows)
     return results
+
+
+def _busy_and_total() -> tuple[int, int]:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_for_quiet(busy_below: float = 0.1, timeout: float = 30.0) -> None:
+    """Start each run on a quiet machine: the Prefect server records the previous flow run's
+    events for a few seconds after it ends, and whichever contender ran next would pay for it.
+    Waits until the machine is less than `busy_below` busy over half a second (Linux)."""
+    if not Path("/proc/stat").exists():
+        return
+    deadline = time.monotonic() + timeout
+    busy, total = _busy_and_total()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now_busy, now_total = _busy_and_total()
+        if now_total > total and (now_busy - busy) / (now_total - total) < busy_below:
+            return
+        busy, total = now_busy, now_total
 
 
 def empty_targets(work: Path, pg: str | None, rows: int) -> None:
@@ -293,7 +316,7 @@ def ratio(results: dict, ours: str, theirs: str, key: str = "work") -> float | N
 def report(rows: int, results: dict) -> list[str]:
     base = "batchyard (server)"
     lines = [
-        f"### {rows:,} rows, {dt.date.today()}, {platform.machine()} {os.cpu_count()} cores, "
+        f"#### {rows:,} rows, {dt.date.today()}, {platform.machine()} {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "",
         "| run | work s | rows/s (work) | process wall s | peak RSS MiB | "
@@ -359,6 +382,14 @@ def targets(all_results: dict[int, dict]) -> list[str]:
     return lines + [""]
 
 
+def with_run(results: Path, text: str) -> str:
+    """RESULTS.md with this run added at the end of its "## Runs" section (before the
+    "## Earlier runs" kept below it), or at the end when there is no such section."""
+    previous = results.read_text() if results.exists() else "# Benchmark results\n\n## Runs\n"
+    head, marker, tail = previous.partition("\n## Earlier runs")
+    return f"{head.rstrip()}\n\n{text}\n{marker}{tail}" if marker else f"{previous.rstrip()}\n\n{text}\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
@@ -387,7 +418,7 @@ def main() -> None:
         server.terminate()
         server.wait(30)
 
-    lines = [f"## Run of {dt.datetime.now():%Y-%m-%d %H:%M}: "
+    lines = [f"### Run of {dt.datetime.now():%Y-%m-%d %H:%M}: "
              f"--rows {' '.join(map(str, args.rows))} --chunk-size {args.chunk_size} "
              f"--repeat {args.repeat} (medians)", ""]
     for rows, results in all_results.items():
@@ -395,8 +426,7 @@ def main() -> None:
     lines += ["Targets (issue 6):", ""] + targets(all_results)
     text = "\n".join(lines)
     print(text)
-    previous = args.results.read_text() if args.results.exists() else "# Benchmark results\n\n"
-    args.results.write_text(previous.rstrip() + "\n\n" + text)
+    args.results.write_text(with_run(args.results, text))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from batchyard.temporary_server import runs_a_flow, server_configured
@@ -46,3 +51,40 @@ def test_a_configured_server_is_never_replaced(tmp_path, files, environ, expecte
     (tmp_path / "work").mkdir(exist_ok=True)
     environ = {"PREFECT_HOME": str(tmp_path / "home"), **environ}
     assert server_configured(environ, tmp_path / "work") is expected
+
+
+FALLBACK = """
+import json
+from batchyard import temporary_server as early
+from batchyard.prefect_runtime import shutdown
+
+early.start_early(["batchyard", "import", "users.csv"])
+early_port = early._port
+early._started.kill()  # as if its port had been taken before it bound it
+early._started.wait()
+early.hand_to_prefect()
+
+from prefect import flow
+from prefect.server.api.server import SubprocessASGIServer
+
+@flow
+def answer() -> int:
+    return 42
+
+result = answer()
+port = SubprocessASGIServer().port
+shutdown()
+print(json.dumps({"result": result, "early_port": early_port, "port": port}))
+"""
+
+
+@pytest.mark.slow
+def test_a_failed_early_server_leaves_prefect_to_start_its_own(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    done = subprocess.run([sys.executable, "-c", FALLBACK], capture_output=True, text=True,
+                          env=env, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["result"] == 42 and seen["port"] != seen["early_port"]
+    assert "Starting temporary server" in done.stderr  # Prefect's own start-up message
