@@ -29,12 +29,14 @@ def _count(client, flow_run_id, state_types: tuple[str, ...] | None = None) -> i
 def wait_for_task_runs_recorded(flow_run_id, timeout: float = 60.0, quiet: float | None = None,
                                 ) -> bool:
     """True once every recorded task run is final and their number stopped growing for
-    `quiet` seconds (by default half a second longer than the recorder's flush interval)."""
+    `quiet` seconds (by default half a second longer than the recorder's flush interval,
+    which Prefect uses as a whole number of seconds)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
     if quiet is None:
-        quiet = get_current_settings().server.services.task_run_recorder.flush_interval + 0.5
+        flush = get_current_settings().server.services.task_run_recorder.flush_interval
+        quiet = max(1, int(flush)) + 0.5
     deadline = time.monotonic() + timeout
     last, stable_since = -1, time.monotonic()
     with get_client(sync_client=True) as client:
