@@ -263,8 +263,11 @@ def _busy_and_total() -> tuple[int, int]:
 
 def wait_for_quiet(busy_below: float = 0.1, timeout: float = 30.0) -> None:
     """Start each run on a quiet machine: the Prefect server records the previous flow run's
-    events for a few seconds after it ends, and whichever contender ran next would pay for it.
-    Waits until the machine is less than `busy_below` busy over half a second (Linux)."""
+    events for a few seconds after it ends, and the page cache still holds hundreds of MiB of
+    the previous run's database (or the generated inputs) to write back; whichever contender
+    ran next would pay for them. Writes back dirty pages, then waits until the machine is less
+    than `busy_below` busy over half a second (Linux)."""
+    os.sync()
     if not Path("/proc/stat").exists():
         return
     deadline = time.monotonic() + timeout
