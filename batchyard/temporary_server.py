@@ -47,8 +47,11 @@ def runs_a_flow(argv: Sequence[str]) -> bool:
 def server_configured(environ: Mapping[str, str], cwd: Path) -> bool:
     """Whether Prefect would talk to a configured server rather than a temporary one: an API
     URL in the environment, the active profile, or the settings files Prefect reads in the
-    working directory. Unreadable files count as configured (then Prefect decides)."""
+    working directory (or ephemeral mode is switched off). Unreadable files count as
+    configured (then Prefect decides)."""
     if environ.get("PREFECT_API_URL"):
+        return True
+    if environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in ("false", "0", "no"):
         return True
     try:
         home = Path(environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()

@@ -32,6 +32,7 @@ def test_only_flow_commands_start_a_server(argv, expected):
 @pytest.mark.parametrize("files, environ, expected", [
     ({}, {}, False),
     ({}, {"PREFECT_API_URL": "http://prefect:4200/api"}, True),
+    ({}, {"PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"}, True),
     ({"home/profiles.toml": 'active = "team"\n[profiles.team]\n'
       'PREFECT_API_URL = "http://prefect:4200/api"\n'}, {}, True),
     ({"home/profiles.toml": 'active = "local"\n[profiles.local]\n[profiles.team]\n'
