@@ -15,6 +15,7 @@ import typer
 
 from batchyard import temporary_server
 from batchyard.errors import BatchyardError
+from batchyard.prefect_runtime import RECORDER_IN_BATCHES
 from batchyard.sizing import DEFAULT_CHUNK_SIZE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -27,15 +28,12 @@ EXIT_NOT_COMPLETED = 3
 def _prefect_environment() -> None:
     """No network here and none needed: telemetry off. For the temporary server of ephemeral
     mode: a generous start-up timeout (a loaded machine), and task-run states recorded in
-    batches rather than one transaction each, flushed every second. (Prefect 3.8.8 casts the
-    flush interval to an int: anything under 1 makes its recorder flush in a busy loop, which
-    took most of a core from the import.)"""
-    for name, value in (
-        ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-        ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"),
-        ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100"),
-        ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "1"),
-    ):
+    batches. Settings the user gave are kept."""
+    for name, value in {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        **RECORDER_IN_BATCHES,
+    }.items():
         os.environ.setdefault(name, value)
 
 

@@ -16,6 +16,16 @@ from typing import Any
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
+# Task-run states written in batches instead of one transaction per event (Prefect's default),
+# which frees the server's CPU for the import: set for the temporary server, and what the
+# README recommends for a server that runs batch workloads. The flush interval must stay a
+# whole number of seconds: Prefect 3.8.8 casts it to an int, and 0 makes the recorder flush in
+# a busy loop that took most of a core from the import.
+RECORDER_IN_BATCHES = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+
 
 def _count(client, flow_run_id, state_types: tuple[str, ...] | None = None) -> int:
     body: dict[str, Any] = {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}}

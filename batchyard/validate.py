@@ -54,8 +54,10 @@ def _bounds(spec: ColumnSpec, typed: pa.ChunkedArray, ok: pa.ChunkedArray) -> pa
     return ok
 
 
-# Bytes of a plainly written number or date: with only these, Arrow's cast accepts exactly what
-# the patterns above accept (it would also take "0x10" as 16; "x" is not among them).
+# Bytes of a plainly written number or date: with only these, Arrow's cast accepts what the
+# patterns above accept (it would also take "0x10" as 16; "x" is not among them), plus integers
+# of 19 digits within 64 bits and exponents of 4 digits, which pydantic accepts too (and the
+# infinities those can give are sent to pydantic below).
 PLAIN_BYTES = {"int": b"0123456789-", "float": b"0123456789+-.eE", "date": b"0123456789-"}
 
 
@@ -107,6 +109,8 @@ def check_column(spec: ColumnSpec, text: pa.ChunkedArray) -> tuple[pa.ChunkedArr
         else:
             typed = pc.cast(pc.replace_substring_regex(candidate, r"^\+", ""), spec.arrow_type)
         ok = _bounds(spec, typed, ok)
+    if spec.kind == "float":  # "1e400" parses as inf: whether a schema allows it is pydantic's call
+        ok = pc.and_(ok, pc.fill_null(pc.is_finite(typed), True))
     ok = pc.fill_null(ok, False)
     if spec.required:
         return typed, ok

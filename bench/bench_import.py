@@ -35,6 +35,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from batchyard.prefect_runtime import RECORDER_IN_BATCHES  # what the README recommends
 from batchyard.sizing import DEFAULT_CHUNK_SIZE
 
 HERE = Path(__file__).resolve().parent
@@ -114,12 +115,6 @@ COPY = textwrap.dedent("""
     print(json.dumps({"work_seconds": time.perf_counter() - start}))
 """)
 
-# The server settings the README recommends for batch workloads: task-run states are written
-# in batches instead of one transaction per event (the default), which frees the server's CPU.
-SERVER_TUNING = {
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
-}
 
 
 def run_measured(command: list[str], env: dict) -> dict:
@@ -148,7 +143,7 @@ def start_server(env: dict) -> tuple[subprocess.Popen, str]:
     api = f"http://127.0.0.1:{port}/api"
     server = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={**env, "PREFECT_UI_ENABLED": "false", **SERVER_TUNING}, stdout=subprocess.DEVNULL,
+        env={**env, "PREFECT_UI_ENABLED": "false", **RECORDER_IN_BATCHES}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -135,11 +136,16 @@ def test_failing_command_stops_the_server_it_started_early(tmp_path):
     """A command that fails before its flow (here a missing file) leaves no server behind."""
     command = [str(Path(sys.executable).with_name("batchyard")), "import",
                str(tmp_path / "missing.csv"), "--db", f"sqlite:///{tmp_path / 'cli.db'}"]
-    done = subprocess.run(command, capture_output=True, text=True, env=_cli_env(tmp_path),
-                          timeout=120, cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "missing.csv" in done.stderr and "Traceback" not in done.stderr
+    running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=_cli_env(tmp_path), cwd=tmp_path)
+    seen = False  # the server starts with the command, before the file is looked at
+    while running.poll() is None:
+        seen = seen or bool(_servers_of(tmp_path))
+        time.sleep(0.01)
+    _, stderr = running.communicate(timeout=120)
+    assert running.returncode == 1 and seen
+    assert stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "missing.csv" in stderr and "Traceback" not in stderr
     assert _servers_of(tmp_path) == []
 
 

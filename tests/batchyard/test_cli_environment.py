@@ -9,30 +9,27 @@ import pytest
 from batchyard.cli import _prefect_environment
 
 
-def test_temporary_server_settings(monkeypatch):
+@pytest.fixture
+def environ(monkeypatch) -> dict:
+    """A copy of the environment for _prefect_environment to write into."""
+    copy = dict(os.environ)
+    monkeypatch.setattr(os, "environ", copy)
+    return copy
+
+
+def test_temporary_server_settings(environ):
     for name in ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL",
                  "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE",
                  "PREFECT_SERVER_ANALYTICS_ENABLED"):
-        monkeypatch.delenv(name, raising=False)
+        environ.pop(name, None)
     _prefect_environment()
     # Prefect casts the interval to an int; 0 would make its recorder flush in a busy loop
-    assert int(float(os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"])) >= 1
-    assert os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "100"
-    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert int(float(environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"])) >= 1
+    assert environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "100"
+    assert environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
 
 
-def test_settings_the_user_gave_are_kept(monkeypatch):
-    monkeypatch.setenv("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "3")
+def test_settings_the_user_gave_are_kept(environ):
+    environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"] = "3"
     _prefect_environment()
-    assert os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"] == "3"
-
-
-@pytest.fixture(autouse=True)
-def _restore_environment(monkeypatch):
-    """_prefect_environment writes os.environ; monkeypatch undoes what the tests set, and
-    this undoes what the function set on top of it."""
-    before = dict(os.environ)
-    yield
-    for name in set(os.environ) - set(before):
-        del os.environ[name]
-    os.environ.update(before)
+    assert environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"] == "3"

@@ -1,8 +1,9 @@
 import datetime as dt
+from typing import Annotated
 
 import pyarrow as pa
 import pytest
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from batchyard.schemas import load_schema
 from batchyard.schemas.base import compile_plan
@@ -153,3 +154,32 @@ def test_integer_beyond_64_bits_is_rejected_not_crashed():
 def test_plain_and_signed_integers_give_the_same_values(ages, typed):
     result = run([{**GOOD, "id": str(i + 1), "age": age} for i, age in enumerate(ages)])
     assert [r["age"] for r in result.valid.to_pylist()] == typed
+
+
+class FiniteScore(BaseModel):
+    id: int
+    score: Annotated[float, Field(allow_inf_nan=False)]
+
+
+class AnyScore(BaseModel):
+    id: int
+    score: float
+
+
+@pytest.mark.parametrize("scores", [
+    ["1e400", "2.5", "1e1000"],  # plainly written: the cast-only path
+    ["1e400", "2.5", "+1e1000"],  # a '+' sends the column down the pattern path
+])
+@pytest.mark.parametrize(("model", "valid", "rejected_rows"), [
+    (FiniteScore, [(2, 2.5)], [1, 3]),
+    (AnyScore, [(1, float("inf")), (2, 2.5), (3, float("inf"))], []),
+])
+def test_overflowing_floats_are_judged_by_the_schema(scores, model, valid, rejected_rows):
+    """Both paths parse these as inf; whether a schema allows it is pydantic's decision."""
+    plan = compile_plan(model)
+    raw = pa.table({"id": ["1", "2", "3"], "score": scores, ROW: pa.array([1, 2, 3], pa.int64())})
+    result = validate_table(normalise(raw, plan), raw, plan)
+    assert sorted((r["id"], r["score"]) for r in result.valid.to_pylist()) == valid
+    assert [(r.row_number, r.error) for r in result.rejects] == [
+        (row, f"score: Input should be a finite number (got '{scores[row - 1]}')")
+        for row in rejected_rows]
