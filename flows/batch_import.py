@@ -61,7 +61,7 @@ def batch_import(
             chunk_job = job.model_copy(update={"db": db})
             for ref, future in submit_bounded(import_chunk_with_retries(), chunks, max_parallel,
                                               "ref", stop=lease.stop_requested, runner=runner,
-                                              job=chunk_job):
+                                              started=progress.publish, job=chunk_job):
                 try:
                     progress.add(future.result())
                 except Exception as exc:  # retries exhausted: record it, the other chunks go on

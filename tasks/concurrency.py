@@ -14,11 +14,13 @@ T = TypeVar("T")
 
 def submit_bounded(task: Task, items: Iterable[T], max_parallel: int, item_name: str,
                    stop: Callable[[], bool] | None = None, runner: TaskRunner | None = None,
+                   started: Callable[[], None] | None = None,
                    **kwargs: Any) -> Iterator[tuple[T, PrefectFuture]]:
     """Submit `task` once per item, keeping `max_parallel` in flight (back-pressure), and yield
     each (item, finished future) in completion order so callers can report progress. Once
     `stop()` is true nothing new is submitted; the runs in flight finish. A started `runner`
-    (processes, Dask) takes the runs instead of the flow's own task runner."""
+    (processes, Dask) takes the runs instead of the flow's own task runner. `started()` is
+    called once the first runs are submitted: what it does (an API call) overlaps their work."""
     pending = list(items)[::-1]
     inflight: dict[PrefectFuture, T] = {}
     while pending or inflight:
@@ -31,5 +33,8 @@ def submit_bounded(task: Task, items: Iterable[T], max_parallel: int, item_name:
             parameters = {item_name: item, **kwargs}
             future = runner.submit(task, parameters) if runner else task.submit(**parameters)
             inflight[future] = item
+        if started is not None:
+            started, call = None, started
+            call()
         finished = next(as_completed(list(inflight)))
         yield inflight.pop(finished), finished

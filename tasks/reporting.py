@@ -41,11 +41,18 @@ class BatchProgress:
         self.ignored = already.get("ignored", 0)
         self.logger = get_run_logger()
         self.interval, self._shown_at = interval, time.monotonic()
-        self.artifact_id = create_progress_artifact(
-            progress=self.percent, key=artifact_key(job.batch_id, "progress"),
-            description=self.description,
-        )
-        self._shown = self.description
+        self.artifact_id = None
+        self._shown = None
+
+    def publish(self) -> None:
+        """Create the progress artifact (once): called when the first chunks are under way, so
+        that the round trip overlaps their work instead of delaying their start."""
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(
+                progress=self.percent, key=artifact_key(self.job.batch_id, "progress"),
+                description=self.description,
+            )
+            self._shown_at, self._shown = time.monotonic(), self.description
 
     @property
     def processed(self) -> int:
@@ -61,6 +68,8 @@ class BatchProgress:
                 f"({self.success:,} loaded, {self.failed:,} failed, {self.ignored:,} ignored)")
 
     def _show(self, final: bool = False) -> None:
+        if self.artifact_id is None:
+            self.publish()
         now = time.monotonic()
         due = final or self.processed >= self.total or now - self._shown_at >= self.interval
         if due and self.description != self._shown:
