@@ -119,7 +119,8 @@ def import_(
     chunk_size: Annotated[str, typer.Option(
         help="Records per chunk, or auto (from the machine's load, chunk by chunk).")] = str(
             DEFAULT_CHUNK_SIZE),
-    max_parallel: Annotated[int, typer.Option(min=1, help="Chunks in flight at once.")] = 10,
+    max_parallel: Annotated[int, typer.Option(min=1, help=(
+        "Chunks in flight at once (on threads at most one more than the cores)."))] = 10,
     batch_id: Annotated[str | None, typer.Option(help="Resume or name this batch.")] = None,
     fresh: Annotated[bool, typer.Option(help="Run a completed batch again.")] = False,
     fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl, parquet, xlsx.")] = None,
@@ -273,7 +274,8 @@ def _existing_batch(url: str, batch_id: str, fresh: bool):
 def resume(
     batch_id: Annotated[str, typer.Argument(help="A batch that did not complete.")],
     db: DbOption = DEFAULT_DB,
-    max_parallel: Annotated[int, typer.Option(min=1, help="Chunks in flight at once.")] = 10,
+    max_parallel: Annotated[int, typer.Option(min=1, help=(
+        "Chunks in flight at once (on threads at most one more than the cores)."))] = 10,
     as_json: JsonOption = False,
     task_runner: TaskRunnerOption = "thread",
     dask_address: DaskAddressOption = None,

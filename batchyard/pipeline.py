@@ -287,9 +287,13 @@ def prepare_chunk(plan, raw: pa.Table) -> Prepared:
     return Prepared(output, entries)
 
 
+def work_slot_count() -> int:
+    return get_settings().work_slots or os.cpu_count() or 2
+
+
 @functools.cache
 def _work_slots() -> threading.BoundedSemaphore:
-    return threading.BoundedSemaphore(get_settings().work_slots or os.cpu_count() or 2)
+    return threading.BoundedSemaphore(work_slot_count())
 
 
 def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from batchyard import pipeline
 from batchyard.sources import SourceOptions
+from tasks.runners import chunks_in_flight
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     pipeline.open_batch(job, chunk_size, options)
     with pipeline.BatchLease(job):
         chunks, _, _ = pipeline.plan_batch(job, options, chunk_size)
-        with ThreadPoolExecutor(max_parallel) as pool:
+        with ThreadPoolExecutor(chunks_in_flight("thread", max_parallel)) as pool:
             for _ in pool.map(lambda ref: pipeline.process_chunk(job, ref), chunks):
                 pass
         summary = pipeline.summary(pipeline.close_batch(job))

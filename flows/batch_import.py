@@ -25,7 +25,7 @@ from tasks.chunks import (
 )
 from tasks.concurrency import submit_bounded
 from tasks.reporting import BatchProgress, publish_summary
-from tasks.runners import TaskRunnerName, open_runner
+from tasks.runners import TaskRunnerName, chunks_in_flight, open_runner
 
 
 @flow(name="batch-import", task_runner=ThreadPoolTaskRunner(max_workers=32))
@@ -59,7 +59,8 @@ def batch_import(
 
             # `db` as given: a block name, not its password, travels to processes and workers
             chunk_job = job.model_copy(update={"db": db})
-            for ref, future in submit_bounded(import_chunk_with_retries(), chunks, max_parallel,
+            in_flight = chunks_in_flight(task_runner, max_parallel)
+            for ref, future in submit_bounded(import_chunk_with_retries(), chunks, in_flight,
                                               "ref", stop=lease.stop_requested, runner=runner,
                                               started=progress.publish, job=chunk_job):
                 try:

@@ -75,6 +75,22 @@ def build_runner(name: str, dask_address: str | None, max_parallel: int) -> Task
     return None
 
 
+def chunks_in_flight(name: str, max_parallel: int) -> int:
+    """How many chunk task runs to keep submitted at once.
+
+    On threads, only as many chunks as there are work slots (cores) do their work at once, so
+    one more is enough to have the next chunk ready the moment a slot frees. Submitting up to
+    --max-parallel at once only started that many task runs together, each with its engine
+    and its state events, while the first chunks were being prepared: at 1M rows with 10 in
+    flight the batch took 0.31 s longer than with 3 (medians of 12, 2 cores). Processes and a
+    Dask cluster get --max-parallel, as their workers do the work in parallel."""
+    if name == "thread":
+        from batchyard.pipeline import work_slot_count
+
+        return max(1, min(max_parallel, work_slot_count() + 1))
+    return max_parallel
+
+
 @contextlib.contextmanager
 def open_runner(name: str, dask_address: str | None, max_parallel: int,
                 ) -> Iterator[TaskRunner | None]:

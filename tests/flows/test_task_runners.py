@@ -16,6 +16,7 @@ from batchyard.cli import app
 from batchyard.demo import expected_counts, write_users
 from batchyard.errors import ConfigurationError
 from flows.batch_import import batch_import
+from tasks.runners import chunks_in_flight
 from tests.conftest import free_port, refuse_ids, rows
 
 ROWS, CHUNK = 3_000, 500
@@ -167,3 +168,16 @@ def test_runner_is_a_choice_in_the_deployment_form():
     assert properties["task_runner"]["enum"] == ["thread", "process", "dask"]
     assert properties["task_runner"]["default"] == "thread"
     assert "dask_address" in properties
+
+
+@pytest.mark.parametrize(("runner", "max_parallel", "slots", "expected"), [
+    ("thread", 10, 2, 3),   # one chunk ready beyond the work slots is enough
+    ("thread", 2, 2, 2),    # a smaller --max-parallel is kept
+    ("thread", 10, 8, 9),
+    ("thread", 1, 4, 1),
+    ("process", 10, 2, 10),  # workers of their own: --max-parallel as given
+    ("dask", 10, 2, 10),
+])
+def test_chunks_in_flight(monkeypatch, runner, max_parallel, slots, expected):
+    monkeypatch.setenv("BATCHYARD_WORK_SLOTS", str(slots))
+    assert chunks_in_flight(runner, max_parallel) == expected
