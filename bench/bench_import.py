@@ -33,6 +33,7 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchyard.prefect_runtime import RECORDER_IN_BATCHES  # what the README recommends
@@ -194,59 +195,78 @@ def make_inputs(work: Path, rows: int, env: dict) -> tuple[Path, Path]:
     return source, parquet
 
 
+@dataclass
+class Contender:
+    name: str
+    command: list[str]
+    extra_env: dict = field(default_factory=dict)
+    work_of: Callable[[dict], float] = lambda result: result["work_seconds"]
+
+
+def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: str,
+               pg: str | None) -> list[Contender]:
+    chunking = ["--chunk-size", str(args.chunk_size), "--max-parallel", str(args.max_parallel)]
+    server = {"PREFECT_API_URL": api}
+
+    def batchyard(name: str, file: Path, db: str, extra_env: dict | None = None) -> Contender:
+        return Contender(name, [str(BIN / "batchyard"), "import", str(file), "--db", db, *chunking,
+                                "--table", f"users_{rows}", "--json"], extra_env or {},
+                         lambda summary: checked(summary, rows)["duration_seconds"])
+
+    chosen = [
+        batchyard("batchyard (server)", source, f"sqlite:///{work / 'server.db'}", server),
+        batchyard("batchyard (server, Parquet)", parquet, f"sqlite:///{work / 'parquet.db'}", server),
+        batchyard("batchyard (ephemeral)", source, f"sqlite:///{work / 'ephemeral.db'}"),
+        Contender("batchyard without Prefect",
+                  [sys.executable, str(HERE / "run_core.py"), str(source),
+                   f"sqlite:///{work / 'core.db'}", str(args.chunk_size), str(args.max_parallel)],
+                  work_of=lambda summary: checked(summary, rows)["duration_seconds"]),
+        Contender("pandas read_csv + to_sql",
+                  [sys.executable, "-c", PANDAS, str(source), str(work / "pandas.db")]),
+        Contender("pandas read_parquet + to_sql",
+                  [sys.executable, "-c", PANDAS, str(parquet), str(work / "pandas-parquet.db")]),
+        Contender("dlt (Arrow → SQLite)",
+                  [sys.executable, "-c", DLT, str(source), str(work / "dlt.db"), str(work / "dlt")]),
+        Contender("sqlite3 executemany (floor)",
+                  [sys.executable, "-c", EXECUTEMANY, str(source), str(work / "executemany.db")]),
+    ]
+    if pg:
+        chosen += [
+            batchyard("batchyard → PostgreSQL (server)", source, pg, server),
+            Contender("raw COPY → PostgreSQL",
+                      [sys.executable, "-c", COPY, str(source), pg, USERS_DDL]),
+        ]
+    return [c for c in chosen if not args.only or any(word in c.name for word in args.only)]
+
+
 def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None) -> dict:
+    """Every contender once per round, --repeat rounds: the machine's speed drifts over minutes
+    (here by up to 2x in an afternoon), and taking all the runs of one contender before the next
+    put that drift into the ratios. Each run starts on an empty target and a quiet machine."""
     source, parquet = make_inputs(work, rows, env)
     print(f"{rows:,} rows: {source.stat().st_size / 2**20:.0f} MiB CSV, "
           f"{parquet.stat().st_size / 2**20:.0f} MiB Parquet")
-    results: dict[str, dict] = {}
-    chunking = ["--chunk-size", str(args.chunk_size), "--max-parallel", str(args.max_parallel)]
-
-    def measure(name: str, command: list[str], extra_env: dict | None = None,
-                work_of: Callable[[dict], float] = lambda r: r["work_seconds"]) -> None:
-        """Median work and wall time of --repeat runs, each on an empty target; largest RSS."""
-        if args.only and not any(word in name for word in args.only):
-            return
-        print(f"  {name} ...", end="", flush=True)
-        runs = []
-        for _ in range(args.repeat):
+    chosen = contenders(rows, args, work, source, parquet, api, pg)
+    runs: dict[str, list[dict]] = {c.name: [] for c in chosen}
+    for round_ in range(1, args.repeat + 1):
+        print(f"  round {round_}:", end="", flush=True)
+        for contender in chosen:
             empty_targets(work, pg, rows)
             wait_for_quiet()
-            run = run_measured(command, {**env, **(extra_env or {})})
-            run["work"] = work_of(run["result"])
-            runs.append(run)
-            print(f" {run['work']:.2f}", end="", flush=True)
-        result = {"work": statistics.median(r["work"] for r in runs),
-                  "wall": statistics.median(r["wall"] for r in runs),
-                  "rss_mib": max(r["rss_mib"] for r in runs), "runs": len(runs)}
-        results[name] = result
-        print(f" → {result['work']:.2f} s work, {result['wall']:.2f} s wall, "
-              f"{result['rss_mib']:.0f} MiB")
-
-    def batchyard(name: str, file: Path, db: str, extra_env: dict | None = None) -> None:
-        measure(name, [str(BIN / "batchyard"), "import", str(file), "--db", db, *chunking,
-                       "--table", f"users_{rows}", "--json"], extra_env,
-                work_of=lambda s: checked(s, rows)["duration_seconds"])
-
-    server = {"PREFECT_API_URL": api}
-    batchyard("batchyard (server)", source, f"sqlite:///{work / 'server.db'}", server)
-    batchyard("batchyard (server, Parquet)", parquet, f"sqlite:///{work / 'parquet.db'}", server)
-    batchyard("batchyard (ephemeral)", source, f"sqlite:///{work / 'ephemeral.db'}")
-    measure("batchyard without Prefect", [sys.executable, str(HERE / "run_core.py"), str(source),
-                                          f"sqlite:///{work / 'core.db'}", str(args.chunk_size),
-                                          str(args.max_parallel)],
-            work_of=lambda s: checked(s, rows)["duration_seconds"])
-    measure("pandas read_csv + to_sql", [sys.executable, "-c", PANDAS, str(source),
-                                         str(work / "pandas.db")])
-    measure("pandas read_parquet + to_sql", [sys.executable, "-c", PANDAS, str(parquet),
-                                             str(work / "pandas-parquet.db")])
-    measure("dlt (Arrow → SQLite)", [sys.executable, "-c", DLT, str(source),
-                                     str(work / "dlt.db"), str(work / "dlt")])
-    measure("sqlite3 executemany (floor)", [sys.executable, "-c", EXECUTEMANY, str(source),
-                                            str(work / "executemany.db")])
-    if pg:
-        batchyard("batchyard → PostgreSQL (server)", source, pg, server)
-        measure("raw COPY → PostgreSQL", [sys.executable, "-c", COPY, str(source), pg, USERS_DDL])
+            run = run_measured(contender.command, {**env, **contender.extra_env})
+            run["work"] = contender.work_of(run["result"])
+            runs[contender.name].append(run)
+            print(f" {contender.name.split(' (')[0][:12]} {run['work']:.2f}", end="", flush=True)
+        print()
     empty_targets(work, pg, rows)
+    results = {}
+    for name, done in runs.items():
+        results[name] = {"work": statistics.median(r["work"] for r in done),
+                         "wall": statistics.median(r["wall"] for r in done),
+                         "rss_mib": max(r["rss_mib"] for r in done), "runs": len(done),
+                         "all_work": [round(r["work"], 2) for r in done]}
+        print(f"  {name}: {results[name]['work']:.2f} s work (runs {results[name]['all_work']}), "
+              f"{results[name]['wall']:.2f} s wall, {results[name]['rss_mib']:.0f} MiB")
     return results
 
 
