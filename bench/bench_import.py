@@ -3,7 +3,8 @@
     ./dev bench                        # 1,000,000 rows
     ./dev bench --rows 1000000 5000000 # and the memory check at 5M
 
-For each size, each contender runs in its own process on the same file:
+For each size, each contender runs in its own process on the same file, once per round,
+for --repeat rounds (medians are reported):
 
 SQLite: batchyard against an already running Prefect server (started here, as deployments
 have one), on the CSV and on the same data as Parquet; batchyard in ephemeral mode; batchyard's
@@ -357,7 +358,7 @@ def report(rows: int, results: dict) -> list[str]:
             "mode (which also starts and stops its temporary server).")
     if base in results and "batchyard without Prefect" in results:
         share = 1 - results["batchyard without Prefect"]["work"] / results[base]["work"]
-        lines.append(f"Prefect's share of the work time: {share:.0%} (the flow against the same "
+        lines.append(f"Prefect's share of the work time: {share:.1%} (the flow against the same "
                      "chunk functions run without Prefect).")
     return lines + [""]
 
@@ -389,7 +390,7 @@ def targets(all_results: dict[int, dict]) -> list[str]:
         if "batchyard without Prefect" in results and "batchyard (server)" in results:
             share = 1 - (results["batchyard without Prefect"]["work"]
                          / results["batchyard (server)"]["work"])
-            check(f"{n}: Prefect's share of the work < 10 %", share, lambda v: v < 0.10, "{:.0%}")
+            check(f"{n}: Prefect's share of the work < 10 %", share, lambda v: v < 0.10, "{:.1%}")
     sizes = sorted(all_results)
     if len(sizes) > 1:
         small, large = all_results[sizes[0]], all_results[sizes[-1]]
