@@ -329,9 +329,8 @@ def session(db: str, write: bool = False) -> Iterator[Session]:
             yield PostgresSession(connection)
         return
     path = str(Path(url.database).resolve())
-    connection = _cached_sqlite(path)
-    current = SqliteSession(connection)
     with _writer_turn(path) if write else contextlib.nullcontext():
+        current = SqliteSession(_cached_sqlite(path))
         try:
             if write:
                 current.cursor.execute("BEGIN IMMEDIATE")

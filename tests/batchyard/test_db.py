@@ -114,6 +114,14 @@ def test_checkpoint_moves_committed_pages_from_the_log_into_the_database_file(sq
     assert len(_rows(sqlite_url)) == 2000
 
 
+def test_a_checkpoint_that_cannot_run_raises_nothing(tmp_path):
+    """It runs after the chunk has committed: failing there would retry a loaded chunk."""
+    missing = tmp_path / "no such directory" / "batch.db"
+
+    assert checkpoint(f"sqlite:///{missing}") is None
+    assert not missing.parent.exists()
+
+
 @pytest.mark.postgres
 def test_checkpoint_of_a_postgresql_database_does_nothing(postgres_url):
     checkpoint(postgres_url)
