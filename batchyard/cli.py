@@ -133,7 +133,7 @@ def import_(
     dask_address: DaskAddressOption = None,
 ) -> None:
     """Import a file into a database table as a batch (the batch-import flow)."""
-    from batchyard.pipeline import preflight
+    from batchyard.ingest.lifecycle import preflight
 
     size = _chunk_size(chunk_size)
     _check_runner(task_runner, dask_address)
@@ -212,7 +212,7 @@ def _finished(state, job) -> dict:
     """The flow's summary, or the batch as the ledger has it when the flow failed."""
     if state.is_completed():
         return state.result()
-    from batchyard.pipeline import batch_summary
+    from batchyard.ingest.summary import batch_summary
 
     try:
         error = state.result(raise_on_failure=False)
@@ -234,7 +234,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a batch's status, counts and progress."""
-    from batchyard.pipeline import batch_summary
+    from batchyard.ingest.summary import batch_summary
 
     try:
         summary = batch_summary(_resolve_db(db), batch_id)
@@ -246,7 +246,7 @@ def status(
 
 
 def _safe(db: str) -> str:
-    from batchyard.db import safe_url
+    from batchyard.engines import safe_url
 
     return safe_url(db)
 
@@ -258,7 +258,9 @@ DEFAULT_DB = "sqlite:///batchyard.db"
 
 def _existing_batch(url: str, batch_id: str, fresh: bool):
     """The ledger row of a batch that may start now, and the job to run it; else exit 1."""
-    from batchyard.pipeline import ImportJob, batch_row, check_startable
+    from batchyard.ingest.job import ImportJob
+    from batchyard.ingest.lifecycle import check_startable
+    from batchyard.ingest.summary import batch_row
 
     try:
         batch = batch_row(url, batch_id)
@@ -281,7 +283,7 @@ def resume(
     dask_address: DaskAddressOption = None,
 ) -> None:
     """Carry on a batch that failed, was stopped or crashed: committed chunks are kept."""
-    from batchyard.sources import SourceOptions
+    from batchyard.readers import SourceOptions
     from flows.batch_import import batch_import
 
     _check_runner(task_runner, dask_address)
@@ -324,7 +326,7 @@ def stop(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Stop a running batch after the chunks in flight; it ends `cancelled` and can be resumed."""
-    from batchyard.pipeline import request_stop
+    from batchyard.ingest.lifecycle import request_stop
 
     try:
         request_stop(_resolve_db(db), batch_id)
@@ -340,9 +342,9 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """Batches with their status, counts, progress and duration."""
-    from batchyard import ledger
-    from batchyard.db import check_connection, session
-    from batchyard.pipeline import summary
+    from batchyard.ingest import ledger
+    from batchyard.engines import check_connection, session
+    from batchyard.ingest.summary import summary
 
     url = _resolve_db(db)
     try:
@@ -374,7 +376,8 @@ def errors(
     out: Annotated[Path | None, typer.Option(help="Write the CSV here instead of stdout.")] = None,
 ) -> None:
     """The failed records of a batch with their reasons, as CSV."""
-    from batchyard.pipeline import batch_row, write_failed
+    from batchyard.ingest.rejects import write_failed
+    from batchyard.ingest.summary import batch_row
 
     url = _resolve_db(db)
     try:
@@ -392,8 +395,8 @@ def errors(
 @app.command()
 def metrics(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """Batches by status, record success rate, average and total duration."""
-    from batchyard import ledger
-    from batchyard.db import check_connection, session
+    from batchyard.ingest import ledger
+    from batchyard.engines import check_connection, session
 
     url = _resolve_db(db)
     try:
@@ -444,7 +447,7 @@ def demo(
     db_path = directory / "batchyard.db"
     db = f"sqlite:///{db_path}"
     typer.echo(f"sample file: {source} ({rows:,} users, some deliberately bad)")
-    from batchyard.pipeline import preflight
+    from batchyard.ingest.lifecycle import preflight
     from flows.batch_import import batch_import
 
     job, options = preflight(str(source), "users", db, None, None, None, ",", "utf-8", None)

@@ -13,12 +13,14 @@ import threading
 import time
 from collections import Counter
 
+from batchyard.settings import pause_settings
+
 _hits: Counter = Counter()
 _lock = threading.Lock()
 
 
 def pause_point(name: str) -> None:
-    wanted = os.environ.get("BATCHYARD_PAUSE_AT")
+    wanted, marker = pause_settings()
     if not wanted:
         return
     point, _, count = wanted.partition(":")
@@ -28,7 +30,6 @@ def pause_point(name: str) -> None:
         _hits[name] += 1
         reached = _hits[name] == int(count or 1)
     if reached:
-        marker = os.environ.get("BATCHYARD_PAUSE_FILE")
         if marker:
             with open(marker, "w") as handle:
                 handle.write(f"{name} {os.getpid()}\n")

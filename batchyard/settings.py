@@ -1,7 +1,12 @@
-"""Environment settings (the middle layer between blocks and flow parameters)."""
+"""Environment settings (the middle layer between blocks and flow parameters).
+
+Every `BATCHYARD_*` variable is read here and nowhere else, each time `get_settings()` is called,
+so a test or a worker can change one without restarting anything.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -11,7 +16,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class BatchyardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BATCHYARD_", extra="ignore")
 
-    max_parallel: int = Field(10, ge=1, description="Chunk tasks in flight at once.")
     chunk_retries: int = Field(2, ge=0, description="Retries of a chunk task after a transient fault.")
     retry_delays: list[float] = Field(
         [1.0, 2.0, 4.0, 8.0, 10.0], description="Seconds between chunk retries (capped at 10 s)."
@@ -23,6 +27,18 @@ class BatchyardSettings(BaseSettings):
         None, ge=1, description="Chunks doing CPU work at once in one process (default: cores)."
     )
     sqlite_busy_timeout: float = Field(60.0, description="Seconds a writer waits for SQLite's lock.")
+    etl_retry_scale: float = Field(
+        1.0, ge=0, description="Factor on the ETL transform and load retry delays (tests shorten them)."
+    )
+    etl_keep_files: bool = Field(
+        False, description="Keep an ETL run's batch files even when every batch loaded."
+    )
+    pause_at: str | None = Field(
+        None, description="NAME:N: pause the N-th time a run reaches pause point NAME (crash tests)."
+    )
+    pause_file: str | None = Field(
+        None, description="The marker file a paused run writes and waits on until it is deleted."
+    )
     work_dir: Path = Field(
         Path.home() / ".cache" / "batchyard",
         description="Where sources are spooled into chunk files while a batch runs; shared "
@@ -32,3 +48,9 @@ class BatchyardSettings(BaseSettings):
 
 def get_settings() -> BatchyardSettings:
     return BatchyardSettings()
+
+
+def pause_settings() -> tuple[str | None, str | None]:
+    """`pause_at` and `pause_file` alone, without building the settings (0.4 ms): pause points
+    sit inside chunk commits, on the writers' critical path."""
+    return os.environ.get("BATCHYARD_PAUSE_AT") or None, os.environ.get("BATCHYARD_PAUSE_FILE") or None

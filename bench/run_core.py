@@ -11,22 +11,26 @@ import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from batchyard import pipeline
-from batchyard.sources import SourceOptions
+from batchyard.ingest.chunk import process_chunk
+from batchyard.ingest.job import resolve_job
+from batchyard.ingest.lease import BatchLease
+from batchyard.ingest.lifecycle import close_batch, open_batch, plan_batch
+from batchyard.ingest.summary import summary as summary_of
+from batchyard.readers import SourceOptions
 from tasks.runners import chunks_in_flight
 
 
 def main() -> None:
     source, db, chunk_size, max_parallel = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    job = pipeline.resolve_job(source, "users", db, None, None)
+    job = resolve_job(source, "users", db, None, None)
     options = SourceOptions()
-    pipeline.open_batch(job, chunk_size, options)
-    with pipeline.BatchLease(job):
-        chunks, _, _ = pipeline.plan_batch(job, options, chunk_size)
+    open_batch(job, chunk_size, options)
+    with BatchLease(job):
+        chunks, _, _ = plan_batch(job, options, chunk_size)
         with ThreadPoolExecutor(chunks_in_flight("thread", max_parallel)) as pool:
-            for _ in pool.map(lambda ref: pipeline.process_chunk(job, ref), chunks):
+            for _ in pool.map(lambda ref: process_chunk(job, ref), chunks):
                 pass
-        summary = pipeline.summary(pipeline.close_batch(job))
+        summary = summary_of(close_batch(job))
     print(json.dumps(summary, default=str))
 
 

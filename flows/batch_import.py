@@ -12,9 +12,12 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from batchyard.errors import BatchyardError
-from batchyard.pipeline import BatchLease, ChunkSize, fail_batch, resolve_job
+from batchyard.ingest.job import resolve_job
+from batchyard.ingest.lease import BatchLease
+from batchyard.ingest.lifecycle import fail_batch
+from batchyard.sizing import ChunkSize
 from batchyard.sizing import DEFAULT_CHUNK_SIZE
-from batchyard.sources import SourceOptions
+from batchyard.readers import SourceOptions
 from blocks.database import database_url
 from tasks.chunks import (
     close_batch,

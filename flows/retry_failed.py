@@ -12,13 +12,13 @@ from dataclasses import asdict
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from batchyard.retry import job_for
+from batchyard.ingest.retry import job_for
 from batchyard.sizing import DEFAULT_CHUNK_SIZE
 from blocks.database import database_url
 from tasks.chunks import close_batch
 from tasks.concurrency import submit_bounded
 from tasks.reporting import publish_summary
-from tasks.retry import begin_retry, retry_chunk, spool_failed
+from tasks.retry import begin_retry, retry_chunk_with_retries, spool_failed
 
 
 @flow(name="retry-failed", task_runner=ThreadPoolTaskRunner(max_workers=16))
@@ -36,7 +36,7 @@ def retry_failed(
     chunks = spool_failed(job, chunk_size, from_file)
     totals = {"retried": 0, "succeeded": 0, "ignored": 0, "still_failed": 0, "abandoned": 0,
               "not_failed": 0}
-    for _, future in submit_bounded(retry_chunk, chunks, max_parallel, "ref", job=job,
+    for _, future in submit_bounded(retry_chunk_with_retries(), chunks, max_parallel, "ref", job=job,
                                     max_retries=max_retries):
         for key, value in asdict(future.result()).items():
             if key in totals:

@@ -16,9 +16,11 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from batchyard import ledger
-from batchyard.db import session
-from batchyard.pipeline import ChunkResult, ImportJob
+from tasks.policies import REPORTING
+
+from batchyard.engines import session
+from batchyard.ingest.summary import failure_reasons, sample_records
+from batchyard.ingest.job import ChunkResult, ImportJob
 
 
 def artifact_key(batch_id: str, suffix: str) -> str:
@@ -95,7 +97,7 @@ class BatchProgress:
         self.logger.error("chunk %d failed after its retries: %s", index, error)
 
 
-@task(name="report-batch", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
+@task(name="report-batch", cache_policy=NO_CACHE, **REPORTING.options())
 def publish_summary(job: ImportJob, summary: dict) -> None:
     """A table of the final counts and a markdown page with the commonest failure reasons."""
     create_table_artifact(
@@ -105,8 +107,8 @@ def publish_summary(job: ImportJob, summary: dict) -> None:
         description=f"Final counts of batch {job.batch_id}",
     )
     with session(job.db) as connection:
-        reasons = ledger.failure_reasons(connection, job.batch_id)
-        samples = ledger.sample_records(connection, job.batch_id)
+        reasons = failure_reasons(connection, job.batch_id)
+        samples = sample_records(connection, job.batch_id)
     lines = [f"# Batch {job.batch_id}: {summary['status']}", "",
              f"{summary['success']:,} loaded into `{job.table}`, {summary['failed']:,} failed, "
              f"{summary['ignored']:,} ignored, of {summary['total']:,} records.", ""]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from batchyard import retry
-from batchyard.pipeline import ImportJob, spool_dir
-from batchyard.sources import ChunkRef
-from tasks.chunks import _delays, _retry_transient
+from batchyard.chunks import ChunkRef
+from batchyard.ingest import retry
+from batchyard.ingest.job import ImportJob
+from batchyard.ingest.spool import spool_dir
+from tasks.policies import chunk_policy
 
 
 @task(name="begin-retry", cache_policy=NO_CACHE)
@@ -21,8 +22,11 @@ def spool_failed(job: ImportJob, chunk_size: int, from_file: str | None) -> list
     return retry.spool_retry(job, spool_dir(job.batch_id + "-retry"), chunk_size, from_file)
 
 
-@task(name="retry-chunk", task_run_name="retry-chunk-{ref.index}", cache_policy=NO_CACHE,
-      retries=2, retry_delay_seconds=_delays(), retry_jitter_factor=0.5,
-      retry_condition_fn=_retry_transient)
+@task(name="retry-chunk", task_run_name="retry-chunk-{ref.index}", cache_policy=NO_CACHE)
 def retry_chunk(job: ImportJob, ref: ChunkRef, max_retries: int) -> retry.RetryResult:
     return retry.retry_chunk(job, ref, max_retries)
+
+
+def retry_chunk_with_retries():
+    """The retry chunk task with the chunk retry policy of the environment, read at run time."""
+    return retry_chunk.with_options(**chunk_policy().options())

@@ -85,7 +85,7 @@ def chunks_in_flight(name: str, max_parallel: int) -> int:
     flight the batch took 0.31 s longer than with 3 (medians of 12, 2 cores). Processes and a
     Dask cluster get --max-parallel, as their workers do the work in parallel."""
     if name == "thread":
-        from batchyard.pipeline import work_slot_count
+        from batchyard.ingest.chunk import work_slot_count
 
         return max(1, min(max_parallel, work_slot_count() + 1))
     return max_parallel

@@ -16,13 +16,14 @@ from batchyard.stream.runner import WindowResult, owed_window, process_window
 from batchyard.stream.sinks import open_sink
 from batchyard.stream.sources import open_source
 from batchyard.stream.window import Window, due_at
+from tasks.policies import WINDOW
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@task(name="owed-window", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="owed-window", cache_policy=NO_CACHE, **WINDOW.options())
 def next_owed_window(job: StreamJob, scheduled_ms: int) -> Window:
     sink = open_sink(job.target_url, job.target)
     try:
@@ -32,7 +33,7 @@ def next_owed_window(job: StreamJob, scheduled_ms: int) -> Window:
 
 
 @task(name="close-window", task_run_name="window-{window.start}", cache_policy=NO_CACHE,
-      retries=2, retry_delay_seconds=[1, 5])
+      **WINDOW.options())
 def close_window(job: StreamJob, window: Window) -> WindowResult:
     """Retrying is safe: the commit is idempotent and acknowledgements follow it."""
     function = load_function(job.function) if job.function else None

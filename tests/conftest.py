@@ -41,7 +41,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def _postgres_available() -> str | None:
     import sqlalchemy as sa
 
-    from batchyard.db import normalise_url
+    from batchyard.engines import normalise_url
 
     try:
         engine = sa.create_engine(normalise_url(POSTGRES_URL))
@@ -134,7 +134,7 @@ def batchyard_command() -> str:
 def rows(url: str, sql: str, params: tuple = ()) -> list[tuple]:
     """Query a target database the way batchyard itself does (ADBC for SQLite: one SQLite
     library per process)."""
-    from batchyard.db import session
+    from batchyard.engines import session
 
     with session(url, write=True) as current:
         return [tuple(r) for r in current.sql(sql, params)]

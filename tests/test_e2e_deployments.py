@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from batchyard.db import session
+from batchyard.engines import session
 from batchyard.demo import expected_counts, write_users
-from batchyard.pipeline import batch_summary
+from batchyard.ingest.summary import batch_summary
 from tests.conftest import POSTGRES_URL, REQUIRE_SERVICES, _postgres_available, cli_env, free_port
 
 pytestmark = pytest.mark.slow

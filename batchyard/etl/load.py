@@ -22,13 +22,14 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from batchyard.db import safe_url, session
+from batchyard.engines import safe_url, session
 from batchyard.errors import BatchyardError
 from batchyard.etl.extract import write_table
 from batchyard.etl.spec import DatabaseTarget, FileTarget, Target, WarehouseTarget, WriteDisposition
 from batchyard.identifiers import check_identifier, quote
-from batchyard.load import BATCH, load_rows
-from batchyard.transform import ROW
+from batchyard.chunks import BATCH
+from batchyard.ingest.load import load_rows
+from batchyard.chunks import ROW
 
 
 class LoadValidationError(BatchyardError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from batchyard.db import safe_url
+from batchyard.engines import safe_url
 from batchyard.errors import BatchyardError
 from batchyard.etl import state
 from batchyard.etl.extract import (

@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from batchyard.db import session
+from batchyard.engines import session
 from batchyard.etl.extract import Cursor
 from batchyard.etl.load import duckdb_connection
 from batchyard.etl.spec import Target

@@ -87,22 +87,11 @@ def result_tables(table: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table
     return metadata, results, windows, state
 
 
-def _upsert(dialect_name: str, table: sa.Table, keys: list[str]):
-    if dialect_name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table)
-    others = [c.name for c in table.columns if c.name not in keys]
-    return statement.on_conflict_do_update(
-        index_elements=keys, set_={name: statement.excluded[name] for name in others})
-
-
 class SqlTableSink:
     """Results in a table of `db` (SQLite or PostgreSQL), state beside them."""
 
     def __init__(self, db: str, table: str):
-        from batchyard.db import session
+        from batchyard.engines import session
 
         self.db, self.session = db, session
         self.metadata, self.results, self.windows, self.state_table = result_tables(table)
@@ -125,18 +114,17 @@ class SqlTableSink:
                 sa.select(t.c.watermark, t.c.windows).where(t.c.job == job)).rows
             if found and found[0][0] >= window.end:
                 return False
-            name = current.dialect_name
             if rows:
-                current.execute(_upsert(name, self.results, ["job", "window_start", "key"]), [
+                current.upsert(self.results, [
                     {"job": job, "window_start": window.start, "window_end": window.end,
-                     **split_row(r)} for r in rows])
-            current.execute(_upsert(name, self.windows, ["job", "window_start"]), [{
+                     **split_row(r)} for r in rows], ["job", "window_start", "key"])
+            current.upsert(self.windows, [{
                 "job": job, "window_start": window.start, "window_end": window.end,
                 "events_in": stats.events_in, "events_out": len(rows), "late": stats.late,
-                "invalid": stats.invalid, "committed_at": now}])
-            current.execute(_upsert(name, t, ["job"]), [{
+                "invalid": stats.invalid, "committed_at": now}], ["job", "window_start"])
+            current.upsert(t, [{
                 "job": job, "watermark": window.end, "position": position,
-                "windows": (found[0][1] if found else 0) + 1, "updated_at": now}])
+                "windows": (found[0][1] if found else 0) + 1, "updated_at": now}], ["job"])
         return True
 
     def close(self) -> None:

@@ -141,7 +141,7 @@ class SqlTableSource:
     acknowledge: the committed position is the whole state."""
 
     def __init__(self, db: str, table: str):
-        from batchyard.db import session
+        from batchyard.engines import session
 
         self.db, self.session = db, session
         self.metadata = sa.MetaData()

@@ -12,10 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchyard import pipeline
-from batchyard.db import session
+from batchyard.ingest.chunk import process_chunk
+from batchyard.ingest.job import resolve_job
+from batchyard.ingest.lifecycle import close_batch, fail_batch, open_batch, plan_batch
+from batchyard.ingest.summary import summary as summary_of
+from batchyard.engines import session
 from batchyard.errors import SourceError
-from batchyard.sources import SourceOptions
+from batchyard.readers import SourceOptions
 
 HEADER = "id,email,name,age,country,signup_date,balance"
 GOOD = "1,a@example.com,Ann,30,DE,2020-01-31,1.5"
@@ -23,17 +26,17 @@ GOOD = "1,a@example.com,Ann,30,DE,2020-01-31,1.5"
 
 def import_core(path: Path, db: str, **options) -> tuple[dict, dict[int, str]]:
     """The batch-import steps without Prefect: open, spool, every chunk, close."""
-    job = pipeline.resolve_job(str(path), "users", db, None, None)
+    job = resolve_job(str(path), "users", db, None, None)
     opts = SourceOptions(**options)
-    pipeline.open_batch(job, 3, opts)
+    open_batch(job, 3, opts)
     try:
-        chunks, _, _ = pipeline.plan_batch(job, opts, 3)
+        chunks, _, _ = plan_batch(job, opts, 3)
     except SourceError as exc:
-        pipeline.fail_batch(job, str(exc), exc.code)
+        fail_batch(job, str(exc), exc.code)
         raise
     for ref in chunks:
-        pipeline.process_chunk(job, ref)
-    summary = pipeline.summary(pipeline.close_batch(job))
+        process_chunk(job, ref)
+    summary = summary_of(close_batch(job))
     with session(db) as current:
         errors = dict(current.sql("select row_number, error from batchyard_records "
                                   "order by row_number").rows)

@@ -158,7 +158,7 @@ def test_database_password_appears_nowhere(tmp_path, postgres_url, unique_table,
     from prefect.client.orchestration import get_client
     from sqlalchemy.engine import make_url
 
-    from batchyard.db import session
+    from batchyard.engines import session
 
     monkeypatch.delenv("PGPASSWORD", raising=False)
     secret = "s3cret-Pa55word"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from batchyard.db import checkpoint, session
+from batchyard.engines import checkpoint, session
 from batchyard.errors import TIMEOUT_ERROR, error_code, is_retryable
 
 

@@ -8,7 +8,9 @@ import pytest
 
 from batchyard.errors import SourceError
 from batchyard.schemas import load_schema
-from batchyard.sources import SourceOptions, read_chunk, spool_source
+from batchyard.chunks import read_chunk
+from batchyard.ingest.spool import spool_source
+from batchyard.readers import SourceOptions
 
 HEADER = "id,email,name,age,country,signup_date,balance"
 

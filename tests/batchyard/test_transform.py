@@ -2,7 +2,8 @@ import pyarrow as pa
 import pytest
 
 from batchyard.schemas import load_schema
-from batchyard.transform import ROW, dedupe, normalise
+from batchyard.chunks import ROW
+from batchyard.ingest.transform import dedupe, normalise
 
 
 @pytest.mark.parametrize(

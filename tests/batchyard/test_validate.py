@@ -7,8 +7,9 @@ from pydantic import BaseModel, Field, field_validator
 
 from batchyard.schemas import load_schema
 from batchyard.schemas.base import compile_plan
-from batchyard.transform import ROW, normalise
-from batchyard.validate import validate_table
+from batchyard.chunks import ROW
+from batchyard.ingest.transform import normalise
+from batchyard.ingest.validate import validate_table
 
 GOOD = {"id": "1", "email": "Ann@Example.com", "name": " Ann   Lee ", "age": "42",
         "country": "de", "signup_date": "2020-01-31", "balance": "10.5"}
@@ -121,7 +122,7 @@ def test_schema_with_custom_validator_takes_row_wise_path():
 
 
 def test_orders_derive_region_and_category():
-    from batchyard.transform import derive
+    from batchyard.ingest.transform import derive
 
     plan = load_schema("orders")
     raw = pa.table({

@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batchyard.db import session
+from batchyard.engines import session
 from batchyard.demo import expected_counts, users_table, write_users
-from batchyard.pipeline import spool_dir
-from batchyard.sources import SourceOptions
+from batchyard.ingest.spool import spool_dir
+from batchyard.readers import SourceOptions
 from flows.batch_import import batch_import
 from tests.conftest import fix_rejects, latest_artifact, rows
 

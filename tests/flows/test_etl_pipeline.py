@@ -9,7 +9,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from batchyard.db import session
+from batchyard.engines import session
 from batchyard.etl.spec import PipelineSpec
 from flows.etl_pipeline import etl_pipeline
 from tests.batchyard.etl.api_server import TOKEN, ApiServer

@@ -15,7 +15,7 @@ import pytest
 
 from batchyard import faults
 from batchyard.demo import expected_counts, write_users
-from batchyard.pipeline import request_stop
+from batchyard.ingest.lifecycle import request_stop
 from flows.batch_import import batch_import
 from tests.conftest import batchyard_command, cli_env, latest_artifact, refuse_ids, rows
 
@@ -214,20 +214,21 @@ def test_lock_wait_that_outlasts_the_retries_is_a_timeout_error(tmp_path, sqlite
 def test_auto_chunk_sizes_are_recorded_and_replayed_on_resume(tmp_path, sqlite_url, monkeypatch):
     """--chunk-size auto cuts chunks by the load; a resume must replay the recorded boundaries
     even if the load (and so the sizes auto would choose) has changed."""
-    from batchyard import pipeline, sizing
+    from batchyard import sizing
+    from batchyard.ingest.chunk import process_chunk
+    from batchyard.ingest.job import resolve_job
+    from batchyard.ingest.lifecycle import open_batch, plan_batch
 
     monkeypatch.setenv("BATCHYARD_AUTO_CHUNK_SIZES", "[70, 150, 400]")
     loads = itertools.cycle([0.9, 0.1, 0.6])
     monkeypatch.setattr(sizing, "cpu_busy_fraction", lambda: next(loads))
-    monkeypatch.setattr(pipeline, "auto_sizes",
-                        lambda sizes: sizing.auto_sizes(sizes, sizing.cpu_busy_fraction))
     source = write_users(tmp_path / "users.csv", 1_000)
-    job = pipeline.resolve_job(str(source), "users", sqlite_url, None, "auto-1")
-    pipeline.open_batch(job, "auto")
-    first, total, _ = pipeline.plan_batch(job, pipeline.SourceOptions(), "auto")
+    job = resolve_job(str(source), "users", sqlite_url, None, "auto-1")
+    open_batch(job, "auto")
+    first, total, _ = plan_batch(job, SourceOptions(), "auto")
     assert [c.n_rows for c in first] == [70, 400, 150, 70, 310]
     assert total == 1_000
-    pipeline.process_chunk(job, first[0])
+    process_chunk(job, first[0])
     # as if this run had crashed here: its owner is gone and has no heartbeat
     rows(sqlite_url, "update batchyard_batches set owner = 'gone:1:0', heartbeat_at = null")
 

@@ -11,7 +11,7 @@ import pytest
 from prefect.runtime import flow_run
 from prefect.variables import Variable
 
-from batchyard.db import session
+from batchyard.engines import session
 from batchyard.stream.job import StreamJob
 from batchyard.stream.sinks import WindowStats, open_sink
 from batchyard.stream.sources import RedisStreamSource, events_table

@@ -11,7 +11,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from batchyard.db import normalise_url
+from batchyard.engines import normalise_url
 from batchyard.demo import expected_counts, write_users
 from flows.batch_import import batch_import
 from tests.conftest import rows

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchyard.db import session
+from batchyard.engines import session
 from batchyard.etl.extract import (
     Cursor,
     ExtractError,

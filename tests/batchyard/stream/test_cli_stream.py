@@ -6,7 +6,7 @@ import time
 from typer.testing import CliRunner
 
 from batchyard.cli import app
-from batchyard.db import session
+from batchyard.engines import session
 from batchyard.stream.sources import events_table
 
 runner = CliRunner()

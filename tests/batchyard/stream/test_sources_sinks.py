@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from batchyard.db import session
+from batchyard.engines import session
 from batchyard.stream.aggregate import Event
 from batchyard.stream.runner import process_window
 from batchyard.stream.sinks import SqlTableSink, WindowStats, open_sink

@@ -1,9 +1,10 @@
-"""The batch ledger, kept in the target database beside the data (the reference's batch and
-detail tables): one row per batch, one per chunk, one per failed or ignored record.
+"""The batch ledger, kept in the target database beside the data (the batch and detail tables
+of the PHP batch system this follows): one row per batch, one per chunk, one per failed or
+ignored record. This is the only module that writes them.
 
 A chunk's rows and its ledger entries commit in one transaction, so the ledger never disagrees
 with the data, and the chunk row doubles as the resume point: a committed chunk is never loaded
-again.
+again. Every function takes an open `Session` and runs inside its transaction.
 """
 
 from __future__ import annotations
@@ -118,10 +119,10 @@ class RecordEntry:
 
 def get_batch(connection, batch_id: str) -> dict | None:
     found = connection.execute(sa.select(batches).where(batches.c.batch_id == batch_id)).mappings()
-    return _with_times(found[0]) if found else None
+    return with_times(found[0]) if found else None
 
 
-def _with_times(row: dict) -> dict:
+def with_times(row: dict) -> dict:
     """SQLite hands timestamps back as text; make them datetimes as PostgreSQL does."""
     for name in ("created_at", "started_at", "finished_at", "committed_at", "heartbeat_at"):
         value = row.get(name)
@@ -284,26 +285,6 @@ def finish_batch(connection, batch_id: str, status: str, error: str | None = Non
     return get_batch(connection, batch_id)
 
 
-def failure_reasons(connection, batch_id: str, limit: int = 10) -> list[tuple]:
-    count = sa.func.count().label("n")
-    return list(connection.execute(
-        sa.select(records.c.status, records.c.reason, count)
-        .where(records.c.batch_id == batch_id)
-        .group_by(records.c.status, records.c.reason)
-        .order_by(count.desc(), records.c.reason)
-        .limit(limit)
-    ))
-
-
-def sample_records(connection, batch_id: str, status: str = "failed",
-                   limit: int = 5) -> list[dict]:
-    return connection.execute(
-        sa.select(records.c.row_number, records.c.error, records.c.payload)
-        .where(records.c.batch_id == batch_id, records.c.status == status)
-        .order_by(records.c.row_number).limit(limit)
-    ).mappings()
-
-
 def iter_records(session, batch_id: str, statuses: tuple[str, ...] = ("failed", "abandoned")):
     """Failed records in row order; abandoned ones are failures too, but retries skip them."""
     yield from session.stream(
@@ -314,37 +295,62 @@ def iter_records(session, batch_id: str, statuses: tuple[str, ...] = ("failed", 
     )
 
 
-def list_batches(connection, status: str | None = None, limit: int = 100) -> list[dict]:
-    query = sa.select(batches).order_by(batches.c.created_at.desc()).limit(limit)
-    if status:
-        query = query.where(batches.c.status == status)
-    return [_with_times(r) for r in connection.execute(query).mappings()]
+def reset_batch(connection, batch_id: str) -> None:
+    """Forget a batch's chunks and records so that it runs again from the first record."""
+    connection.execute(records.delete().where(records.c.batch_id == batch_id))
+    connection.execute(chunks.delete().where(chunks.c.batch_id == batch_id))
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id)
+                       .values(status="pending", total=0, success=0, failed=0, ignored=0,
+                               rejects_file=None))
 
 
-def metrics(connection) -> dict:
-    """Batches by status, record success rate, average and total batch duration."""
-    by_status = dict(connection.execute(
-        sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)
-    ).rows)
-    totals = connection.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(batches.c.total), 0),
-                  sa.func.coalesce(sa.func.sum(batches.c.success), 0),
-                  sa.func.coalesce(sa.func.sum(batches.c.failed), 0),
-                  sa.func.coalesce(sa.func.sum(batches.c.ignored), 0))
-    ).rows[0]
-    durations = [
-        (b["finished_at"] - b["started_at"]).total_seconds()
-        for b in (_with_times(r) for r in connection.execute(
-            sa.select(batches.c.started_at, batches.c.finished_at)
-            .where(batches.c.finished_at.is_not(None), batches.c.started_at.is_not(None))
-        ).mappings())
-    ]
-    total, success, failed, ignored = (int(v) for v in totals)
-    return {
-        "batches": sum(by_status.values()),
-        "by_status": by_status,
-        "records": {"total": total, "success": success, "failed": failed, "ignored": ignored},
-        "success_rate": round(success / total, 4) if total else None,
-        "average_duration_seconds": round(sum(durations) / len(durations), 3) if durations else None,
-        "total_duration_seconds": round(sum(durations), 3),
-    }
+def currently_failed(connection, batch_id: str, rows: list[int]) -> dict[int, int]:
+    """Of these row numbers, the records still `failed`, with their retry counts."""
+    found: dict[int, int] = {}
+    for start in range(0, len(rows), 500):
+        part = rows[start:start + 500]
+        result = connection.execute(
+            sa.select(records.c.row_number, records.c.retry_count)
+            .where(records.c.batch_id == batch_id, records.c.status == "failed",
+                   records.c.row_number.in_(part))
+        )
+        found.update({r[0]: r[1] for r in result.rows})
+    return found
+
+
+@dataclass
+class RetryOutcome:
+    """A retried record's new state: `succeeded`, `ignored`, `failed` again or `abandoned`."""
+
+    row_number: int
+    status: str
+    retry_count: int
+    error: str = ""
+    reason: str = ""
+
+
+def record_retries(connection, batch_id: str, outcomes: list[RetryOutcome]) -> None:
+    """Write retried records' new states, and move the batch's counters with them: records that
+    succeeded or were ignored stop counting as failed."""
+    at = now()
+    if outcomes:
+        connection.execute(
+            records.update()
+            .where(records.c.batch_id == sa.bindparam("b_batch"),
+                   records.c.row_number == sa.bindparam("b_row"))
+            .values(status=sa.bindparam("v_status"), retry_count=sa.bindparam("v_count"),
+                    error=sa.bindparam("v_error"), reason=sa.bindparam("v_reason"),
+                    updated_at=sa.bindparam("v_at", type_=sa.DateTime(timezone=True))),
+            [{"b_batch": batch_id, "b_row": o.row_number, "v_status": o.status,
+              "v_count": o.retry_count, "v_error": o.error or "", "v_reason": o.reason or "",
+              "v_at": at} for o in outcomes],
+        )
+    succeeded = sum(o.status == "succeeded" for o in outcomes)
+    ignored = sum(o.status == "ignored" for o in outcomes)
+    connection.execute(
+        batches.update().where(batches.c.batch_id == batch_id).values(
+            success=batches.c.success + succeeded,
+            ignored=batches.c.ignored + ignored,
+            failed=batches.c.failed - succeeded - ignored,
+        )
+    )

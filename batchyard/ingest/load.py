@@ -13,13 +13,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 import sqlalchemy as sa
 
-from batchyard.db import copy_csv
+from batchyard.chunks import BATCH, ROW
+from batchyard.engines import Session
 from batchyard.errors import ConfigurationError
 from batchyard.identifiers import check_identifier, quote
 from batchyard.schemas.base import SchemaPlan
-from batchyard.transform import ROW
 
-BATCH = "_batch_id"
 SQL_TYPES = {
     "bool": sa.Boolean,
     "int": sa.BigInteger,
@@ -40,6 +39,9 @@ def _sql_type(kind: str, sole_key: bool):
 
 
 def target_table(plan: SchemaPlan, name: str) -> sa.Table:
+    """The table a schema loads into: its columns, key and derived columns, plus lineage.
+
+    Raises ConfigurationError for a table or column name that is not a plain identifier."""
     check_identifier(name)
     metadata = sa.MetaData()
     columns = [
@@ -55,7 +57,7 @@ def target_table(plan: SchemaPlan, name: str) -> sa.Table:
     return sa.Table(name, metadata, *columns)
 
 
-def ensure_table(session, plan: SchemaPlan, name: str) -> sa.Table:
+def ensure_table(session: Session, plan: SchemaPlan, name: str) -> sa.Table:
     """Create the target table if missing; refuse one that lacks a column the load writes."""
     table = target_table(plan, name)
     existing = session.describe(name)
@@ -83,30 +85,11 @@ class LoadResult:
     duplicates: list[tuple[int, int, dict]]  # (row_number, first_row, key values)
 
 
-def _update_clause(names: list[str], key: tuple[str, ...], table: str) -> str:
-    assignments = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key)
-    return (
-        f"ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET {assignments} "
-        f"WHERE {quote(table)}.{quote(BATCH)} IS DISTINCT FROM excluded.{quote(BATCH)}"
-    )
-
-
 def stage_name(table: str) -> str:
     return check_identifier(f"_batchyard_stage_{table}"[:63], "staging table")
 
 
-def _copy_postgres(session, stage: str, table: str, data: pa.Table) -> None:
-    cursor = session.connection.connection.driver_connection.cursor()
-    with cursor:
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {quote(stage)} (LIKE {quote(table)}) "
-            "ON COMMIT DELETE ROWS"
-        )
-        cursor.execute(f"TRUNCATE {quote(stage)}")
-        copy_csv(cursor, stage, data)
-
-
-def _append_directly(session, table: str, data: pa.Table) -> bool:
+def _append_directly(session: Session, table: str, data: pa.Table) -> bool:
     """The fast path for new keys: append straight into the table. Any conflict (a key from an
     earlier batch, or from another chunk of this one) undoes it and the upsert path takes over."""
     session.sql("SAVEPOINT batchyard_append")
@@ -122,34 +105,21 @@ def _append_directly(session, table: str, data: pa.Table) -> bool:
     return True
 
 
-def load_rows(session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
+def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
               ) -> LoadResult:
     """Upsert `data` by key inside the session's transaction (the ledger commits with it).
 
-    Rows go to a temporary staging table in bulk (ADBC ingest on SQLite, COPY on PostgreSQL),
-    then one INSERT ... SELECT ... ON CONFLICT moves them. A key that another record of this
-    batch already wrote is left alone and reported, so re-running a chunk never double-writes.
-    """
+    New keys are appended in bulk straight into the table. On a conflict the rows go to a
+    temporary staging table in bulk instead, and the engine's upsert moves them. A key that
+    another record of this batch already wrote is left alone and reported as a duplicate, so
+    re-running a chunk never double-writes. Returns the rows written and those duplicates."""
     if data.num_rows == 0:
         return LoadResult(0, [])
     data = data.append_column(BATCH, pa.array([batch_id] * data.num_rows, pa.string()))
-    stage = stage_name(table)
     if _append_directly(session, table, data):
         return LoadResult(data.num_rows, [])
-    if session.dialect_name == "sqlite":
-        session.sql(f"DROP TABLE IF EXISTS temp.{quote(stage)}")
-        session.ingest(stage, data)
-        source = f"temp.{quote(stage)}"
-    else:
-        _copy_postgres(session, stage, table, data)
-        source = quote(stage)
-    names = ", ".join(quote(n) for n in data.column_names)
-    update = _update_clause(data.column_names, key, table)
-    if session.dialect_name == "sqlite":
-        update = update.replace("IS DISTINCT FROM", "IS NOT")
-    written = session.sql(
-        f"INSERT INTO {quote(table)} ({names}) SELECT {names} FROM {source} WHERE true {update}"
-    ).rowcount
+    source = session.stage(stage_name(table), table, data)
+    written = session.merge_from(table, source, data.column_names, key, BATCH)
     duplicates = []
     if written < data.num_rows:
         join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)

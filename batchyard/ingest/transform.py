@@ -9,20 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchyard.bytescan import contains_any, has_double_space
+from batchyard.chunks import ROW
+from batchyard.readers.base import as_text
 from batchyard.schemas.base import CollapseSpaces, Lower, SchemaPlan, Upper
-
-ROW = "_row_number"
-
-
-def as_text(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """Typed input (Parquet, Excel) becomes text so every source takes the same checks."""
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        return values
-    if pa.types.is_null(values.type):
-        return pc.cast(values, pa.string())
-    if pa.types.is_timestamp(values.type):
-        return pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
-    return pc.cast(values, pa.string())
 
 
 def normalise_column(values: pa.ChunkedArray | pa.Array, markers: set[type]) -> pa.ChunkedArray:

@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from batchyard.bytescan import contains_only
+from batchyard.chunks import ROW
 from batchyard.schemas.base import ColumnSpec, SchemaPlan
-from batchyard.transform import ROW
 
 INT_TEXT = r"^[+-]?[0-9]{1,18}$"
 FLOAT_TEXT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$"

@@ -1,0 +1,106 @@
+"""Database engines: one module per engine in this package, each registering an `Engine` that
+opens `Session`s (see `base`), and the functions everything else calls with a URL.
+
+Adding an engine is one new module here: an `Engine` with its `Session`, decorated with
+`@register`; the parametrised tests in tests/batchyard/engines then run it through the same
+suite as the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import pkgutil
+from collections.abc import Iterator
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from batchyard.engines.base import Engine, Rows, Session
+from batchyard.errors import ConfigurationError
+
+__all__ = ["Engine", "Rows", "Session", "check_connection", "checkpoint", "engine_names",
+           "normalise_url", "register", "safe_url", "session"]
+
+_ENGINES: dict[str, Engine] = {}
+E = TypeVar("E")
+
+
+def register(engine: type[E]) -> type[E]:
+    """Make `engine` (a class) the engine of its backend (a class decorator)."""
+    instance = engine()
+    for name in (instance.backend, *instance.aliases):
+        _ENGINES[name] = instance
+    return engine
+
+
+def engine_names() -> list[str]:
+    """The backends batchyard loads into, as URL schemes."""
+    return sorted({e.backend for e in _ENGINES.values()})
+
+
+def safe_url(url: str | sa.URL) -> str:
+    """The URL with its password masked, for logs, errors, the ledger and artifacts."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"
+
+
+def _parse(url: str) -> tuple[Engine, sa.URL]:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigurationError(f"not a database URL: {safe_url(url)!r}") from None
+    engine = _ENGINES.get(parsed.get_backend_name())
+    if engine is None:
+        schemes = " or ".join(f"{name}://" for name in engine_names())
+        raise ConfigurationError(
+            f"unsupported database {parsed.get_backend_name()!r} in {safe_url(parsed)}: use {schemes}"
+        )
+    return engine, engine.normalise(parsed)
+
+
+def normalise_url(url: str) -> sa.URL:
+    """Parse a database URL and give it the driver batchyard uses.
+
+    Raises ConfigurationError for a malformed URL or an engine batchyard does not support."""
+    return _parse(url)[1]
+
+
+@contextlib.contextmanager
+def session(db: str, write: bool = False) -> Iterator[Session]:
+    """A session on `db`; with `write`, one transaction committed at the end of the block."""
+    engine, url = _parse(db)
+    with engine.session(db, url, write) as current:
+        yield current
+
+
+def checkpoint(db: str) -> None:
+    """The engine's housekeeping after a chunk's commit (SQLite: a passive WAL checkpoint)."""
+    engine, url = _parse(db)
+    engine.checkpoint(db, url)
+
+
+def check_connection(db: str) -> None:
+    """Connect once, so an unreachable database is a one-line error before any work starts.
+
+    Raises ConfigurationError naming the database (its password masked) and the reason."""
+    try:
+        with session(db) as current:
+            current.sql("SELECT 1")
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise ConfigurationError(f"cannot connect to {safe_url(normalise_url(db))}: {reason}") from None
+
+
+def _load_engines() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_load_engines()

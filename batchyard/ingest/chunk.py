@@ -1,0 +1,66 @@
+"""One chunk, read → prepare → load, with its ledger entries in the same transaction."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+
+from batchyard.chunks import ChunkRef, read_chunk
+from batchyard.engines import checkpoint, session
+from batchyard.errors import PROCESSING_ERROR
+from batchyard.faults import pause_point
+from batchyard.ingest import ledger
+from batchyard.ingest.job import ChunkResult, ImportJob
+from batchyard.ingest.load import load_rows
+from batchyard.ingest.prepare import duplicate_entry, prepare_chunk
+from batchyard.schemas import load_schema
+from batchyard.settings import get_settings
+
+
+def work_slot_count() -> int:
+    """How many chunks of one process do their CPU work at once (default: the cores)."""
+    return get_settings().work_slots or os.cpu_count() or 2
+
+
+@functools.cache
+def _work_slots() -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(work_slot_count())
+
+
+def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
+    """Read, validate, transform and load one chunk; its rows and ledger entries commit together.
+
+    A chunk committed before (a resumed batch, a retried task) is skipped. Up to --max-parallel
+    chunks are in flight, but only `work_slot_count()` do their CPU work at once: more threads
+    than cores only fight over the GIL. The engine's housekeeping (SQLite's WAL checkpoint)
+    runs after the work slot is freed, so it holds up no other chunk.
+
+    Raises whatever the database raised; the caller's retry policy decides what is transient."""
+    with _work_slots():
+        result = _process_chunk(job, ref)
+    checkpoint(job.db)
+    return result
+
+
+def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
+    plan = load_schema(job.schema_name)
+    prepared = prepare_chunk(plan, read_chunk(ref))
+    entries = prepared.entries
+    with session(job.db, write=True) as connection:
+        if not ledger.claim_chunk(connection, job.batch_id, ref.index):
+            return ChunkResult(ref.index, ref.n_rows, skipped=True)
+        loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id)
+        entries += [duplicate_entry(row, first, key) for row, first, key in loaded.duplicates]
+        success = prepared.output.num_rows - len(loaded.duplicates)
+        pause_point("chunk-loaded")
+        ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
+    pause_point("chunk-committed")
+    failed = sum(1 for e in entries if e.status == "failed")
+    return ChunkResult(ref.index, ref.n_rows, success, failed, len(entries) - failed)
+
+
+def fail_chunk(job: ImportJob, ref: ChunkRef, error: str, code: str = PROCESSING_ERROR) -> None:
+    """Record a chunk that exhausted its retries: its records count as failed until a resume."""
+    with session(job.db, write=True) as connection:
+        ledger.fail_chunk(connection, job.batch_id, ref.index, ref.n_rows, error, code)

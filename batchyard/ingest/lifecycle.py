@@ -1,0 +1,199 @@
+"""A batch's life in the ledger: checked, opened, planned into chunks, closed (or failed).
+
+Statuses: pending → running → completed | failed | cancelled; a failed or cancelled batch (or
+one left running by a dead process) can be taken up again, a completed one only afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from batchyard.chunks import ChunkRef
+from batchyard.engines import check_connection, safe_url, session
+from batchyard.errors import PROCESSING_ERROR, BatchStateError, ConfigurationError
+from batchyard.faults import pause_point
+from batchyard.identifiers import check_identifier
+from batchyard.ingest import ledger
+from batchyard.ingest.job import ImportJob, resolve_job
+from batchyard.ingest.lease import describe_owner, owner_alive, owner_id
+from batchyard.ingest.load import ensure_table
+from batchyard.ingest.rejects import rejects_path, write_rejects
+from batchyard.ingest.spool import inspect_source, remove_spool, spool_dir, spool_source
+from batchyard.readers import SourceOptions
+from batchyard.schemas import load_schema
+from batchyard.settings import get_settings
+from batchyard.sizing import ChunkSize, chunk_sizes, recorded_size
+
+
+def check_startable(batch: dict | None, fresh: bool) -> None:
+    """No double start, and no accidental second run of a completed batch.
+
+    Raises BatchStateError for a completed batch (unless `fresh`) and for one whose owner lives."""
+    if batch is None:
+        return
+    if batch["status"] == "completed" and not fresh:
+        raise BatchStateError(
+            f"batch {batch['batch_id']} already completed ({batch['success']} loaded); "
+            "pass --fresh to import it again"
+        )
+    if batch["status"] == "running" and owner_alive(batch["owner"], batch["heartbeat_at"]):
+        raise BatchStateError(
+            f"batch {batch['batch_id']} is already running ({describe_owner(batch['owner'])}); "
+            f"stop it with: batchyard stop {batch['batch_id']}"
+        )
+
+
+def preflight(source: str, schema_name: str, db: str, table: str | None, batch_id: str | None,
+              fmt: str | None, delimiter: str, encoding: str, sheet: str | None,
+              fresh: bool = False) -> tuple[ImportJob, SourceOptions]:
+    """Every check that can refuse an import in one line before Prefect starts: the schema,
+    the file (exists, format, header), the table name and the database connection.
+
+    Returns the job and the source options; raises a BatchyardError saying what and where."""
+    plan = load_schema(schema_name)
+    try:
+        options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, sheet=sheet)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigurationError(f"invalid source option: {first['loc'][0]}: {message}") from None
+    inspect_source(source, options, plan)
+    job = resolve_job(str(Path(source).resolve()), schema_name, db, table, batch_id)
+    check_identifier(job.table)
+    if batch_id is not None:
+        check_identifier(batch_id.replace("-", "_"), "batch id")
+    check_connection(db)
+    if batch_id is not None:
+        with session(db, write=True) as connection:
+            ledger.ensure_ledger(connection)
+            check_startable(ledger.get_batch(connection, batch_id), fresh)
+    return job, options
+
+
+def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions | None = None,
+               flow_run_id: str | None = None, fresh: bool = False) -> dict:
+    """Create (or take up again) the batch row and the target table, and mark it running.
+
+    A batch left `running` by a dead process (a crash, `kill -9`) is taken over at once; one
+    whose owner still lives is refused, also across processes and hosts. A completed batch
+    (with `fresh`) starts again from its first record; a failed one keeps its committed chunks.
+    Returns the batch row; raises BatchStateError or ConfigurationError."""
+    plan = load_schema(job.schema_name)
+    check_connection(job.db)
+    options = options or SourceOptions()
+    sizes = get_settings().auto_chunk_sizes
+    with session(job.db, write=True) as connection:
+        ledger.ensure_ledger(connection)
+        ensure_table(connection, plan, job.table)
+        batch = ledger.get_batch(connection, job.batch_id)
+        if batch is None:
+            ledger.create_batch(connection, batch_id=job.batch_id, source=job.source,
+                                schema_name=job.schema_name, target_table=job.table,
+                                chunk_size=recorded_size(chunk_size, sizes),
+                                options=options.model_dump_json())
+        check_startable(batch, fresh)
+        if batch is not None and (fresh or batch["status"] == "completed"):
+            ledger.reset_batch(connection, job.batch_id)
+        elif batch is not None:
+            ledger.reopen_failed_chunks(connection, job.batch_id)
+        previous = batch["owner"] if batch and batch["status"] == "running" else None
+        ledger.start_batch(connection, job.batch_id, flow_run_id, owner_id(), previous)
+        return ledger.get_batch(connection, job.batch_id)
+
+
+def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
+               ) -> tuple[list[ChunkRef], int, list[str]]:
+    """Spool the source into chunks and record the boundaries in the ledger.
+
+    A resumed batch re-reads the source and must find the same boundaries it recorded (raises
+    BatchStateError if not). Returns the chunks still to load, the record count and warnings."""
+    plan = load_schema(job.schema_name)
+    sizes = get_settings().auto_chunk_sizes
+    with session(job.db) as connection:
+        recorded = ledger.planned_chunks(connection, job.batch_id)
+    source_plan = spool_source(job.source, options, plan, spool_dir(job.batch_id),
+                               _replayed(recorded, chunk_sizes(chunk_size, sizes)))
+    if recorded:
+        got = [(c.first_row, c.n_rows) for c in source_plan.chunks]
+        want = [(c["first_row"], c["n_rows"]) for c in recorded]
+        if got != want:
+            raise BatchStateError(
+                f"batch {job.batch_id}: the source no longer matches the recorded chunks "
+                f"({len(want)} recorded, {len(got)} now); start a new batch or pass --fresh"
+            )
+    with session(job.db, write=True) as connection:
+        ledger.record_plan(connection, job.batch_id, source_plan.total, source_plan.chunks,
+                           recorded_size(chunk_size, sizes))
+        done = ledger.committed_chunks(connection, job.batch_id)
+    todo = [c for c in source_plan.chunks if c.index not in done]
+    pause_point("spooled")
+    return todo, source_plan.total, source_plan.warnings
+
+
+def _replayed(recorded: list[dict], then: Iterator[int]) -> Iterator[int]:
+    """A resumed batch replays the boundaries it recorded, whatever sizing chose them."""
+    for chunk in recorded:
+        yield chunk["n_rows"]
+    yield from then
+
+
+def request_stop(db: str, batch_id: str) -> dict:
+    """Ask a running batch to stop after the chunks in flight (`batchyard stop`).
+
+    Returns the batch row; raises BatchStateError when there is no such running batch."""
+    with session(db, write=True) as connection:
+        ledger.ensure_ledger(connection)
+        batch = ledger.get_batch(connection, batch_id)
+        if batch is None:
+            raise BatchStateError(f"no batch {batch_id!r} in {safe_url(db)}")
+        if batch["status"] != "running":
+            raise BatchStateError(f"batch {batch_id} is {batch['status']}, not running")
+        ledger.request_stop(connection, batch_id)
+        return batch
+
+
+def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = None) -> dict:
+    """Check the invariant (total == success + failed + ignored), write the rejects file, set
+    the final status and remove the spool. Returns the final batch row."""
+    with session(job.db) as connection:
+        batch = ledger.get_batch(connection, job.batch_id)
+        chunk_rows = ledger.planned_chunks(connection, job.batch_id)
+    accounted = batch["success"] + batch["failed"] + batch["ignored"]
+    error = code = None
+    if cancelled:
+        status = "cancelled"
+    elif any(c["status"] != "committed" for c in chunk_rows):
+        failed_chunks = [c for c in chunk_rows if c["status"] != "committed"]
+        status = "failed"
+        code = failed_chunks[0]["error_code"] or PROCESSING_ERROR
+        error = f"{len(failed_chunks)} chunk(s) failed; resume the batch"
+    elif accounted != batch["total"]:
+        status, code = "failed", PROCESSING_ERROR
+        error = (f"ledger invariant broken: total {batch['total']} != success + failed + "
+                 f"ignored {accounted}")
+    else:
+        status = "completed"
+    rejects_file = None
+    if batch["failed"] and status == "completed":
+        target = Path(rejects) if rejects else rejects_path(job.source, job.batch_id)
+        if write_rejects(job, target):
+            rejects_file = str(target)
+    pause_point("batch-closing")
+    with session(job.db, write=True) as connection:
+        final = ledger.finish_batch(connection, job.batch_id, status, error, code, rejects_file)
+    remove_spool(job.batch_id)
+    return final
+
+
+def fail_batch(job: ImportJob, error: str, code: str) -> None:
+    """A fatal error ends the batch as failed (resumable), with the one-line reason. Never
+    raises: the database may be what failed, and the caller reports the error anyway."""
+    try:
+        with session(job.db, write=True) as connection:
+            if ledger.get_batch(connection, job.batch_id):
+                ledger.finish_batch(connection, job.batch_id, "failed", error, code)
+    except Exception:
+        pass

@@ -1,0 +1,114 @@
+"""The interface every reader implements, the options of a source, and the record tables they
+yield.
+
+A reader streams one file as tables of text columns, one per schema field, plus the record's
+row number and, for a record that could not even be parsed (a ragged CSV row, an invalid JSON
+line), the parse error and the raw text. Text, because then every format takes the same
+checks; the schema decides the types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, Field, field_validator
+
+from batchyard.chunks import PARSE_ERROR, RAW, ROW
+
+BLOCK_ROWS = 65_536
+"""Records per table a row-wise reader (JSON Lines, Excel, Parquet) yields."""
+
+
+class SourceOptions(BaseModel):
+    """How to read the source file."""
+
+    format: str | None = Field(
+        None, description="csv, jsonl, parquet or xlsx; default: from the extension."
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter.")
+    encoding: str = Field("utf-8", description="Text encoding of CSV and JSON Lines files.")
+    sheet: str | None = Field(None, description="Excel sheet name; default: the first sheet.")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        from batchyard.readers import format_names
+
+        if value is not None and value not in format_names():
+            raise ValueError(f"unknown format {value!r}: use {', '.join(format_names())}")
+        return value
+
+
+class Reader:
+    """One file format. Subclasses set the class attributes, implement `header` and `records`,
+    and register themselves with `batchyard.readers.register`.
+
+    `path` exists and is a file; the registry has checked its first bytes against `magic`."""
+
+    name: ClassVar[str]
+    """The format's name, as `--format` takes it."""
+    extensions: ClassVar[tuple[str, ...]] = ()
+    """File name endings (lower case, with the dot) that mean this format."""
+    magic: ClassVar[tuple[bytes, ...]] = ()
+    """Leading bytes that identify a file of this (binary) format; empty for text formats."""
+    look_alikes: ClassVar[dict[bytes, str]] = {}
+    """Leading bytes of formats that are refused with a hint (an old .xls file)."""
+    header_names_columns: ClassVar[bool] = True
+    """False when records carry their own field names (JSON Lines): the header is then only a
+    sample, and no column is required of it."""
+
+    def __init__(self, path: Path, options: SourceOptions):
+        self.path, self.options = path, options
+
+    def header(self) -> list[str]:
+        """The column names, in file order; empty for a file with no header and no records.
+
+        Raises SourceError when the file cannot be read as this format."""
+        raise NotImplementedError
+
+    def records(self, mapping: dict[str, str], header: list[str]) -> Iterator[pa.Table]:
+        """Stream the records as record tables (see `record_table`), in file order.
+
+        `mapping` takes each schema field to the header name it is read from; `header` is what
+        `header()` returned. Raises SourceError for a problem that refuses the whole file."""
+        raise NotImplementedError
+
+
+def record_table(fields: list[str], columns: dict[str, Any], rows: Any,
+                 errors: list[str | None] | None = None,
+                 raws: list[str | None] | None = None) -> pa.Table:
+    """A table of `fields` (text; a field without a column is null), the row numbers `rows`,
+    and the parse error and raw text of each record (null when it parsed)."""
+    n = len(rows)
+    data = {f: columns.get(f, pa.nulls(n, pa.string())) for f in fields}
+    data[ROW] = pa.array(rows, pa.int64())
+    data[PARSE_ERROR] = pa.array(errors, pa.string()) if errors is not None else pa.nulls(n, pa.string())
+    data[RAW] = pa.array(raws, pa.string()) if raws is not None else pa.nulls(n, pa.string())
+    return pa.table(data)
+
+
+def record_schema(fields: list[str]) -> pa.Schema:
+    """The schema of every record table and spooled chunk for these fields."""
+    return pa.schema([pa.field(f, pa.string()) for f in fields]
+                     + [pa.field(ROW, pa.int64()), pa.field(PARSE_ERROR, pa.string()),
+                        pa.field(RAW, pa.string())])
+
+
+def as_text(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Typed input (Parquet, Excel) becomes text so every source takes the same checks."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return values
+    if pa.types.is_null(values.type):
+        return pc.cast(values, pa.string())
+    if pa.types.is_timestamp(values.type):
+        return pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
+    return pc.cast(values, pa.string())
+
+
+def arrow_message(exc: Exception) -> str:
+    """An Arrow error as one line of at most 300 characters."""
+    return " ".join(str(exc).split())[:300]

@@ -1,0 +1,110 @@
+"""Excel .xlsx: one sheet (the first, or `--sheet`), streamed row by row; the first non-empty
+row is the header and empty rows are not records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from batchyard.errors import SourceError
+from batchyard.readers import register
+from batchyard.readers.base import BLOCK_ROWS, Reader, record_table
+
+
+@register
+class ExcelReader(Reader):
+    name = "xlsx"
+    extensions = (".xlsx", ".xlsm")
+    magic = (b"PK\x03\x04",)
+    look_alikes = {b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+                   "this is an old binary Excel (.xls) file; save it as .xlsx"}
+
+    def _open_sheet(self):
+        from openpyxl import load_workbook
+
+        try:
+            book = load_workbook(str(self.path), read_only=True, data_only=True)
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+            raise SourceError(f"{self.path}: not a readable Excel workbook: {exc}") from None
+        sheet = self.options.sheet
+        if sheet is None:
+            return book, book.worksheets[0]
+        if sheet not in book.sheetnames:
+            raise SourceError(f"{self.path}: no sheet {sheet!r} (sheets: {', '.join(book.sheetnames)})")
+        return book, book[sheet]
+
+    def header(self) -> list[str]:
+        book, sheet = self._open_sheet()
+        try:
+            for values in sheet.iter_rows(values_only=True):
+                if any(v is not None for v in values):
+                    names = [str(v).strip() if v is not None else "" for v in values]
+                    while names and not names[-1]:
+                        names.pop()
+                    return names
+            return []
+        finally:
+            book.close()
+
+    def records(self, mapping: dict[str, str], header: list[str]) -> Iterator[pa.Table]:
+        fields = list(mapping)
+        positions = {f: header.index(mapping[f]) for f in fields}
+        width = len([h for h in header if h])
+        book, sheet = self._open_sheet()
+        buffer: dict[str, list] = {f: [] for f in fields}
+        rows: list[int] = []
+        errors: list[str | None] = []
+        raws: list[str | None] = []
+        row = 0
+        seen_header = False
+        try:
+            for line_no, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+                if not any(v is not None for v in values):
+                    continue
+                if not seen_header:
+                    seen_header = True
+                    continue
+                row += 1
+                rows.append(row)
+                cells = [cell_text(v) for v in values]
+                beyond = [c for c in cells[len(header):] if c is not None]
+                for f in fields:
+                    position = positions[f]
+                    buffer[f].append(cells[position] if position < len(cells) else None)
+                if beyond:
+                    errors.append(f"record: sheet row {line_no}: {width + len(beyond)} values "
+                                  f"but the header has {width} columns")
+                    raws.append(json.dumps(cells, ensure_ascii=False))
+                else:
+                    errors.append(None)
+                    raws.append(None)
+                if len(rows) >= BLOCK_ROWS:
+                    yield record_table(fields, {f: pa.array(v, pa.string()) for f, v in buffer.items()},
+                                       rows, errors, raws)
+                    buffer = {f: [] for f in fields}
+                    rows, errors, raws = [], [], []
+        finally:
+            book.close()
+        if rows:
+            yield record_table(fields, {f: pa.array(v, pa.string()) for f, v in buffer.items()},
+                               rows, errors, raws)
+
+
+def cell_text(value: Any) -> str | None:
+    """A cell's value as text: dates in ISO form, whole floats without '.0'."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time(0) else value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
