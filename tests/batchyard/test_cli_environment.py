@@ -6,12 +6,12 @@ import os
 
 import pytest
 
-from batchyard.cli import _prefect_environment
+from batchyard.cli.common import prefect_environment
 
 
 @pytest.fixture
 def environ(monkeypatch) -> dict:
-    """A copy of the environment for _prefect_environment to write into."""
+    """A copy of the environment for prefect_environment to write into."""
     copy = dict(os.environ)
     monkeypatch.setattr(os, "environ", copy)
     return copy
@@ -22,7 +22,7 @@ def test_temporary_server_settings(environ):
                  "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE",
                  "PREFECT_SERVER_ANALYTICS_ENABLED"):
         environ.pop(name, None)
-    _prefect_environment()
+    prefect_environment()
     # Prefect casts the interval to an int; 0 would make its recorder flush in a busy loop
     assert int(float(environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"])) >= 1
     assert environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "100"
@@ -31,5 +31,5 @@ def test_temporary_server_settings(environ):
 
 def test_settings_the_user_gave_are_kept(environ):
     environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"] = "3"
-    _prefect_environment()
+    prefect_environment()
     assert environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"] == "3"

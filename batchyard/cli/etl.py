@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 
+from batchyard.cli.common import EXIT_ERROR, EXIT_NOT_COMPLETED, fail, run_flow
 from batchyard.errors import BatchyardError
 
 
 def register(app: typer.Typer) -> None:
+    """Add `etl` to `app`."""
     app.command("etl")(etl)
 
 
@@ -23,7 +25,6 @@ def etl(
 
     Exit status: 0 when every record loaded, 3 when some batches failed (recorded in the
     target for a re-run), 1 when the run could not go on (a source failed to extract, a bad spec)."""
-    from batchyard.cli import EXIT_ERROR, EXIT_NOT_COMPLETED, fail, run_flow
     from batchyard.etl.spec import PipelineSpec, load_spec
 
     try:

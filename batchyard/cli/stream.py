@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from batchyard.cli.common import fail, prefect_environment, run_flow
+
 stream_app = typer.Typer(no_args_is_help=True, help="Tumbling-window stream jobs (the stream-window flow).")
 
 
@@ -27,7 +29,6 @@ def run(
     """Close the windows the job owes (all that are due, or with --loop, as they come due)."""
     from pydantic import ValidationError
 
-    from batchyard.cli import fail, run_flow
     from batchyard.stream.job import StreamJob
 
     try:
@@ -54,10 +55,9 @@ def run(
 @stream_app.command("stop")
 def stop(name: Annotated[str, typer.Argument(help="The job to stop.")]) -> None:
     """Stop a running job after its current window (the run that sees the signal clears it)."""
-    from batchyard.cli import _prefect_environment
     from batchyard.stream.job import stop_variable
 
-    _prefect_environment()
+    prefect_environment()
     from prefect.variables import Variable
 
     Variable.set(stop_variable(name), "stop", overwrite=True)
@@ -65,4 +65,5 @@ def stop(name: Annotated[str, typer.Argument(help="The job to stop.")]) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    """Add the `stream` command group (`stream run`, `stream stop`) to `app`."""
     app.add_typer(stream_app, name="stream")
