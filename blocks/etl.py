@@ -13,12 +13,14 @@ Register them once with `prefect block register -m blocks.etl`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from batchyard.errors import ConfigurationError
 from batchyard.etl.spec import ApiSource, DatabaseSource, Source, Target
+from batchyard.etl.targets import target_for
 from blocks.database import BLOCK_PREFIX, database_url
 
 
@@ -69,13 +71,43 @@ def resolve_source(source: Source) -> tuple[Source, str | None]:
     return source, auth
 
 
+def _warehouse_path(reference: str) -> str:
+    return _load(DuckDbWarehouse, reference.removeprefix(BLOCK_PREFIX)).path
+
+
+_BLOCK_VALUES: dict[str, Callable[[str], str]] = {
+    "SqlAlchemyConnector": database_url,
+    "DuckDbWarehouse": _warehouse_path,
+}
+"""Kind of block (as a target's `block_fields` names it) → what `block:NAME` of it stands for."""
+
+
 def resolve_target(target: Target) -> Target:
-    if target.type == "database" and target.url.startswith(BLOCK_PREFIX):
-        return target.model_copy(update={"url": database_url(target.url)})
-    if target.type == "warehouse" and target.path.startswith(BLOCK_PREFIX):
-        saved = _load(DuckDbWarehouse, target.path.removeprefix(BLOCK_PREFIX))
-        return target.model_copy(update={"path": saved.path})
-    return target
+    """The target with each `block:NAME` in its fields replaced by what the block holds.
+
+    Which fields may name a block, and of which kind, the target type says itself
+    (`EtlTarget.block_fields`); loading the block is done here, where Prefect may be imported.
+
+    Args:
+        target: a target spec, as given to the flow.
+
+    Returns:
+        `target` itself when no field names a block, else a copy with the blocks' values.
+
+    Raises:
+        ConfigurationError: a DuckDbWarehouse block cannot be loaded, or the kind of block a
+            field names has no loader here (a SqlAlchemyConnector raises as
+            `blocks.database.database_url` does).
+    """
+    updates = {}
+    for name, kind in target_for(target).block_fields.items():
+        value = getattr(target, name)
+        if not value.startswith(BLOCK_PREFIX):
+            continue
+        if kind not in _BLOCK_VALUES:
+            raise ConfigurationError(f"target field {name}: no loader for {kind} blocks")
+        updates[name] = _BLOCK_VALUES[kind](value)
+    return target.model_copy(update=updates) if updates else target
 
 
 def _load(kind, name: str):

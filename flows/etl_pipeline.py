@@ -2,9 +2,9 @@
 
 extract (one mapped task per source, each streaming into batch files) → transform each batch →
 load each batch → report. Tasks pass references to batch files, so memory holds a few batches
-whatever the sources' size. As in the reference pipeline, a source that cannot be extracted
-fails the whole run; a batch that still fails to load after its retries is counted as failed,
-recorded in the target for a re-run, and the other batches go on.
+whatever the sources' size. As in the Temporal data pipeline this flow follows, a source that
+cannot be extracted fails the whole run; a batch that still fails to load after its retries is
+counted as failed, recorded in the target for a re-run, and the other batches go on.
 """
 
 from __future__ import annotations

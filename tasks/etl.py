@@ -1,8 +1,9 @@
 """Tasks of the etl-pipeline flow: extract a source, transform a batch, load a batch.
 
-Retry policies follow the reference pipeline (transform: 3 retries from 1 s to 10 s; load: 5
-retries from 2 s to 30 s, exponential), read at run time so `BATCHYARD_ETL_RETRY_SCALE` can
-shorten them in tests. Bad data and configuration are never retried.
+Retry policies are those of the Temporal data pipeline this flow follows (transform: 3 retries
+from 1 s to 10 s; load: 5 retries from 2 s to 30 s, exponential), read at run time so
+`BATCHYARD_ETL_RETRY_SCALE` can shorten them in tests. Bad data and configuration are never
+retried.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ class PhaseProgress:
 
 
 def summary(run: EtlRun, outcome: Outcome, duration: float, flow_run_id: str | None) -> dict:
-    """The flow's result: the reference's output, plus counts per source."""
+    """The flow's result: the output of the Temporal data pipeline this flow follows, plus
+    counts per source."""
     return {
         "pipeline_id": run.pipeline_id,
         "run_id": run.run_id,

@@ -34,7 +34,8 @@ SOURCE_ID = "_source_id"
 
 
 class ExtractError(BatchyardError):
-    """A source could not be read: the whole run fails, as in the reference pipeline."""
+    """A source could not be read: the whole run fails, as in the Temporal data pipeline
+    this follows."""
 
 
 class Cursor(BaseModel):

@@ -28,16 +28,9 @@ from batchyard.etl.extract import (
     spool,
     write_table,
 )
-from batchyard.etl.load import (
-    LoadJob,
-    conform,
-    load_table,
-    prepare_target,
-    read_schema,
-    save_schema,
-    unify_schemas,
-)
+from batchyard.etl.load import LoadJob, conform, load_table, read_schema, save_schema, unify_schemas
 from batchyard.etl.spec import ApiSource, DatabaseSource, Source, Target, TransformSpec, check_pipeline
+from batchyard.etl.targets import target_for
 from batchyard.etl.transform import transform_table
 from batchyard.settings import get_settings
 
@@ -58,7 +51,7 @@ def start_run(pipeline_id: str, sources: list[Source], target: Target, dispositi
     safe_id = "".join(c if c.isalnum() or c in "-_" else "_" for c in pipeline_id)
     directory = get_settings().work_dir / "etl" / safe_id / run_id
     directory.mkdir(parents=True, exist_ok=True)
-    state.ensure_state(target)
+    target_for(target).ensure_state()
     return EtlRun(pipeline_id=pipeline_id, run_id=run_id, target=target, disposition=disposition,
                   directory=str(directory))
 
@@ -81,7 +74,7 @@ def extract(run: EtlRun, source: Source, batch_size: int, auth: str | None = Non
         if isinstance(source, DatabaseSource):
             password = _password(source.url)
             if source.cursor_column:
-                since = state.read_cursor(run.target, run.pipeline_id, source.id)
+                since = target_for(run.target).read_cursor(run.pipeline_id, source.id)
                 if since is not None and since.column != source.cursor_column:
                     since = None
             batches = extract_database(source, batch_size, since)
@@ -128,7 +121,7 @@ def load_job(run: EtlRun, refs: list[BatchRef]) -> LoadJob:
     path = save_schema(schema, Path(run.directory) / "schema.arrow")
     job = LoadJob(pipeline_id=run.pipeline_id, run_id=run.run_id, target=run.target,
                   disposition=run.disposition, schema_path=path)
-    prepare_target(job, schema)
+    target_for(job.target).prepare(job, schema)
     return job
 
 
@@ -174,10 +167,9 @@ class Outcome:
 def finish(run: EtlRun, job: LoadJob | None, extracted: list[Extracted], outcome: Outcome) -> Outcome:
     """Make replaced data visible (or not), move each cleanly loaded source's cursor on, record
     the failed batches, and keep the batch files only when a re-run needs them."""
-    from batchyard.etl.load import finish_target
-
+    target = target_for(run.target)
     complete = not outcome.failed_batches
-    visible = finish_target(job, complete) if job is not None else complete
+    visible = target_for(job.target).finish(job, complete) if job is not None else complete
     outcome.visible = visible or run.disposition != "replace"
     if not outcome.visible:
         for counts in outcome.sources.values():
@@ -187,8 +179,8 @@ def finish(run: EtlRun, job: LoadJob | None, extracted: list[Extracted], outcome
     for result in extracted:
         if result.cursor is not None and result.source_id not in failed_sources and \
                 outcome.visible:
-            state.save_cursor(run.target, run.pipeline_id, result.source_id, result.cursor, run.run_id)
-    state.record_failures(run.target, run.pipeline_id, run.run_id, outcome.failed_batches)
+            target.save_cursor(run.pipeline_id, result.source_id, result.cursor, run.run_id)
+    target.record_failures(run.pipeline_id, run.run_id, outcome.failed_batches)
     if not outcome.failed_batches and os.environ.get("BATCHYARD_ETL_KEEP_FILES") != "1":
         shutil.rmtree(run.directory, ignore_errors=True)
     return outcome

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -107,6 +107,7 @@ Source = Annotated[DatabaseSource | ApiSource | FileSource, Field(discriminator=
 class DatabaseTarget(_Model):
     """A table of a SQL database: SQLite (the default) or PostgreSQL."""
 
+    can_merge: ClassVar[bool] = True
     type: Literal["database"] = "database"
     url: str = Field("sqlite:///batchyard.db", description="SQLAlchemy URL or block:NAME.")
     table: str = Field(description="Target table, created from the data when missing.")
@@ -116,6 +117,7 @@ class DatabaseTarget(_Model):
 class WarehouseTarget(_Model):
     """A table of a DuckDB file, the embedded warehouse."""
 
+    can_merge: ClassVar[bool] = True
     type: Literal["warehouse"] = "warehouse"
     path: str = Field("warehouse.duckdb", description="DuckDB database file.")
     table: str = Field(description="Target table, created from the data when missing.")
@@ -125,6 +127,7 @@ class WarehouseTarget(_Model):
 class FileTarget(_Model):
     """A directory of Parquet or CSV files, partitioned by a column if asked."""
 
+    can_merge: ClassVar[bool] = False
     type: Literal["file"] = "file"
     path: str = Field(description="Output directory.")
     format: Literal["parquet", "csv"] = "parquet"
@@ -133,6 +136,8 @@ class FileTarget(_Model):
 
 
 Target = Annotated[DatabaseTarget | WarehouseTarget | FileTarget, Field(discriminator="type")]
+"""A target spec; each type has its implementation in `batchyard.etl.targets`. A model's
+`can_merge` says whether its type can upsert (`write_disposition: merge`)."""
 
 
 class TransformSpec(_Model):
@@ -174,8 +179,8 @@ def check_pipeline(pipeline_id: str, sources: list, target, disposition: str) ->
         raise ConfigurationError(f"source id(s) used twice: {', '.join(twice)}")
     if disposition == "merge" and not target.primary_key:
         raise ConfigurationError("write_disposition merge needs target.primary_key")
-    if disposition == "merge" and target.type == "file":
-        raise ConfigurationError("a file target cannot merge: use append or replace")
+    if disposition == "merge" and not target.can_merge:
+        raise ConfigurationError(f"a {target.type} target cannot merge: use append or replace")
     for name in target.primary_key:
         check_identifier(name, "primary key column")
     if getattr(target, "table", None):

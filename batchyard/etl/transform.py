@@ -1,7 +1,8 @@
 """Transforms: pure functions from one Arrow table to another, applied batch by batch.
 
-The metadata columns follow the reference pipeline (`processed_at`, the pipeline version) plus
-the source id the extractor already wrote, so every loaded row says where and when it came from.
+The metadata columns are those of the Temporal data pipeline this one follows (`processed_at`,
+the pipeline version) plus the source id the extractor already wrote, so every loaded row says
+where and when it came from.
 """
 
 from __future__ import annotations

@@ -1,0 +1,155 @@
+"""The database target: a table of SQLite or PostgreSQL, written through `batchyard.db.session`.
+
+Merge upserts with `batchyard.load.load_rows` (the same upsert as batch imports), append ingests
+in bulk with `session.ingest_into`; the state lives in two tables of the same database.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from batchyard.engines import safe_url, session
+from batchyard.etl.extract import Cursor
+from batchyard.etl.state import (
+    CURSOR_QUERY,
+    FAILED_COLUMNS,
+    FAILED_QUERY,
+    FAILED_TABLE,
+    STATE_TABLE,
+    FailedBatch,
+    cursor_from_rows,
+    cursor_row,
+    failure_rows,
+)
+from batchyard.etl.targets import LoadValidationError, require_key_columns, staging_table, swap_statements
+from batchyard.identifiers import check_identifier, quote
+from batchyard.chunks import BATCH
+from batchyard.ingest.load import load_rows
+
+if TYPE_CHECKING:
+    from batchyard.etl.load import LoadJob
+    from batchyard.etl.spec import DatabaseTarget, WriteDisposition
+
+_metadata = sa.MetaData()
+cursors = sa.Table(
+    STATE_TABLE, _metadata,
+    sa.Column("pipeline_id", sa.Text, primary_key=True),
+    sa.Column("source_id", sa.Text, primary_key=True),
+    sa.Column("cursor_column", sa.Text, nullable=False),
+    sa.Column("cursor_kind", sa.Text, nullable=False),
+    sa.Column("cursor_value", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("updated_at", sa.Text),
+)
+failures = sa.Table(
+    FAILED_TABLE, _metadata,
+    sa.Column("pipeline_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("source_id", sa.Text, nullable=False),
+    sa.Column("batch_index", sa.BigInteger, nullable=False),
+    sa.Column("n_rows", sa.BigInteger, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("recorded_at", sa.Text),
+)
+
+
+def _sql_type(arrow_type: pa.DataType):
+    if pa.types.is_boolean(arrow_type):
+        return sa.Boolean()
+    if pa.types.is_integer(arrow_type):
+        return sa.BigInteger()
+    if pa.types.is_floating(arrow_type):
+        return sa.Float()
+    if pa.types.is_timestamp(arrow_type):
+        return sa.DateTime(timezone=arrow_type.tz is not None)
+    if pa.types.is_date(arrow_type):
+        return sa.Date()
+    return sa.Text()
+
+
+def _sa_table(name: str, schema: pa.Schema, key: tuple[str, ...]) -> sa.Table:
+    metadata = sa.MetaData()
+    columns = [sa.Column(check_identifier(f.name, "column name"), _sql_type(f.type),
+                         primary_key=f.name in key, nullable=f.name not in key) for f in schema]
+    return sa.Table(check_identifier(name), metadata, *columns)
+
+
+class DatabaseEtlTarget:
+    """`EtlTarget` for a `DatabaseTarget` spec (`url` may name a saved SqlAlchemyConnector)."""
+
+    block_fields: ClassVar[dict[str, str]] = {"url": "SqlAlchemyConnector"}
+
+    def __init__(self, spec: DatabaseTarget):
+        self.spec = spec
+
+    def describe(self) -> str:
+        return f"{safe_url(self.spec.url)} table {self.spec.table}"
+
+    def destination(self, run_id: str, disposition: WriteDisposition) -> str:
+        return staging_table(self.spec.table, run_id, disposition)
+
+    def prepare(self, job: LoadJob, schema: pa.Schema) -> None:
+        require_key_columns(job.key, schema)
+        with session(self.spec.url, write=True) as current:
+            if job.disposition == "replace":
+                current.sql(f"DROP TABLE IF EXISTS {quote(job.table)}")
+            existing = current.describe(job.table)
+            table = _sa_table(job.table, schema, job.key)
+            if existing is None:
+                current.create(table.metadata)
+                return
+            columns, keys = existing
+            if job.disposition == "merge" and set(keys) != set(job.key):
+                raise LoadValidationError(f"table {job.table} exists with primary key "
+                                          f"({', '.join(keys) or 'none'}), not ({', '.join(job.key)})")
+            for column in table.columns:
+                if column.name not in columns:
+                    current.add_column(job.table, sa.Column(column.name, column.type))
+
+    def load(self, job: LoadJob, table: pa.Table) -> None:
+        with session(self.spec.url, write=True) as current:
+            if job.disposition == "merge":
+                load_rows(current, job.table, table.drop_columns([BATCH]), job.key,
+                          table[BATCH][0].as_py())
+            else:
+                current.ingest_into(job.table, table)
+
+    def finish(self, job: LoadJob, complete: bool) -> bool:
+        if job.disposition != "replace":
+            return complete
+        with session(self.spec.url, write=True) as current:
+            for statement in swap_statements(self.spec.table, job.table, complete):
+                current.sql(statement)
+        return complete
+
+    def ensure_state(self) -> None:
+        with session(self.spec.url, write=True) as current:
+            current.create(_metadata)
+
+    def read_cursor(self, pipeline_id: str, source_id: str) -> Cursor | None:
+        with session(self.spec.url) as current:
+            rows = current.sql(CURSOR_QUERY.format(p=current.placeholder), (pipeline_id, source_id)).rows
+        return cursor_from_rows(rows)
+
+    def save_cursor(self, pipeline_id: str, source_id: str, cursor: Cursor, run_id: str) -> None:
+        row = cursor_row(pipeline_id, source_id, cursor, run_id)
+        with session(self.spec.url, write=True) as current:
+            current.execute(cursors.delete().where(cursors.c.pipeline_id == pipeline_id,
+                                                   cursors.c.source_id == source_id))
+            current.execute(cursors.insert().values(**row))
+
+    def record_failures(self, pipeline_id: str, run_id: str, failed: list[FailedBatch]) -> None:
+        if not failed:
+            return
+        rows = failure_rows(pipeline_id, run_id, failed)
+        with session(self.spec.url, write=True) as current:
+            current.execute(failures.insert(), rows)
+
+    def failed_batches(self, pipeline_id: str) -> list[dict]:
+        with session(self.spec.url) as current:
+            rows = current.sql(FAILED_QUERY.format(p=current.placeholder), (pipeline_id,)).rows
+        return [dict(zip(FAILED_COLUMNS, r, strict=True)) for r in rows]
