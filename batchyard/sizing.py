@@ -1,7 +1,8 @@
 """Chunk sizes: fixed, or dynamic (the dynamic batch size of the Temporal batch import this
-follows): big chunks on an idle machine, small ones on a busy one, so that a loaded host is not swamped and an idle one is not wasted
-on per-chunk overhead. The sizes chosen land in the ledger as chunk boundaries, so a resumed
-batch replays exactly the same chunks whatever the load is then."""
+follows): big chunks on an idle machine, small ones on a busy one, so that a loaded host is not
+swamped and an idle one is not wasted on per-chunk overhead. The sizes chosen land in the ledger
+as chunk boundaries, so a resumed batch replays exactly the same chunks whatever the load is then.
+"""
 
 from __future__ import annotations
 

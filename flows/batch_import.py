@@ -15,9 +15,8 @@ from batchyard.errors import BatchyardError
 from batchyard.ingest.job import resolve_job
 from batchyard.ingest.lease import BatchLease
 from batchyard.ingest.lifecycle import fail_batch
-from batchyard.sizing import ChunkSize
-from batchyard.sizing import DEFAULT_CHUNK_SIZE
 from batchyard.readers import SourceOptions
+from batchyard.sizing import DEFAULT_CHUNK_SIZE, ChunkSize
 from blocks.database import database_url
 from tasks.chunks import (
     close_batch,

@@ -16,11 +16,10 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.policies import REPORTING
-
 from batchyard.engines import session
-from batchyard.ingest.summary import failure_reasons, sample_records
 from batchyard.ingest.job import ChunkResult, ImportJob
+from batchyard.ingest.summary import failure_reasons, sample_records
+from tasks.policies import REPORTING
 
 
 def artifact_key(batch_id: str, suffix: str) -> str:

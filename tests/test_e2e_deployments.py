@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from batchyard.engines import session
 from batchyard.demo import expected_counts, write_users
+from batchyard.engines import session
 from batchyard.ingest.summary import batch_summary
 from tests.conftest import POSTGRES_URL, REQUIRE_SERVICES, _postgres_available, cli_env, free_port
 

@@ -206,8 +206,8 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """Batches with their status, counts, progress and duration."""
-    from batchyard.ingest import ledger
     from batchyard.engines import check_connection, session
+    from batchyard.ingest import ledger
     from batchyard.ingest.summary import list_batches, summary
 
     url = resolve_db(db)

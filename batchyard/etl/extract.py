@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from batchyard.chunks import ChunkRef
 from batchyard.engines import normalise_url, safe_url, session
 from batchyard.errors import BatchyardError, ConfigurationError
 from batchyard.etl.spec import ApiSource, DatabaseSource, FileSource
 from batchyard.identifiers import quote
-from batchyard.chunks import ChunkRef
 
 SOURCE_ID = "_source_id"
 

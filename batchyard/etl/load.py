@@ -20,12 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from batchyard.chunks import BATCH, ROW
 from batchyard.errors import BatchyardError
 from batchyard.etl.extract import write_table
 from batchyard.etl.spec import Target, WriteDisposition
 from batchyard.etl.targets import LoadValidationError, target_for
-from batchyard.chunks import BATCH
-from batchyard.chunks import ROW
 
 __all__ = ["LoadJob", "LoadValidationError", "conform", "dedupe_last", "load_table", "read_schema",
            "save_schema", "unify_schemas"]

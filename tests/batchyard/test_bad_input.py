@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchyard.engines import session
+from batchyard.errors import SourceError
 from batchyard.ingest.chunk import process_chunk
 from batchyard.ingest.job import resolve_job
 from batchyard.ingest.lifecycle import close_batch, fail_batch, open_batch, plan_batch
 from batchyard.ingest.summary import summary as summary_of
-from batchyard.engines import session
-from batchyard.errors import SourceError
 from batchyard.readers import SourceOptions
 
 HEADER = "id,email,name,age,country,signup_date,balance"

@@ -6,11 +6,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchyard.errors import SourceError
-from batchyard.schemas import load_schema
 from batchyard.chunks import read_chunk
+from batchyard.errors import SourceError
 from batchyard.ingest.spool import spool_source
 from batchyard.readers import SourceOptions
+from batchyard.schemas import load_schema
 
 HEADER = "id,email,name,age,country,signup_date,balance"
 

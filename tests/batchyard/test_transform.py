@@ -1,9 +1,9 @@
 import pyarrow as pa
 import pytest
 
-from batchyard.schemas import load_schema
 from batchyard.chunks import ROW
 from batchyard.ingest.transform import dedupe, normalise
+from batchyard.schemas import load_schema
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel, Field, field_validator
 
-from batchyard.schemas import load_schema
-from batchyard.schemas.base import compile_plan
 from batchyard.chunks import ROW
 from batchyard.ingest.transform import normalise
 from batchyard.ingest.validate import validate_table
+from batchyard.schemas import load_schema
+from batchyard.schemas.base import compile_plan
 
 GOOD = {"id": "1", "email": "Ann@Example.com", "name": " Ann   Lee ", "age": "42",
         "country": "de", "signup_date": "2020-01-31", "balance": "10.5"}

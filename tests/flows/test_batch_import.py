@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batchyard.engines import session
 from batchyard.demo import expected_counts, users_table, write_users
+from batchyard.engines import session
 from batchyard.ingest.spool import spool_dir
 from batchyard.readers import SourceOptions
 from flows.batch_import import batch_import

@@ -218,6 +218,7 @@ def test_auto_chunk_sizes_are_recorded_and_replayed_on_resume(tmp_path, sqlite_u
     from batchyard.ingest.chunk import process_chunk
     from batchyard.ingest.job import resolve_job
     from batchyard.ingest.lifecycle import open_batch, plan_batch
+    from batchyard.readers import SourceOptions
 
     monkeypatch.setenv("BATCHYARD_AUTO_CHUNK_SIZES", "[70, 150, 400]")
     loads = itertools.cycle([0.9, 0.1, 0.6])

@@ -11,8 +11,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from batchyard.engines import normalise_url
 from batchyard.demo import expected_counts, write_users
+from batchyard.engines import normalise_url
 from flows.batch_import import batch_import
 from tests.conftest import rows
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 import pyarrow as pa
 import sqlalchemy as sa
 
+from batchyard.chunks import BATCH
 from batchyard.engines import safe_url, session
 from batchyard.etl.extract import Cursor
 from batchyard.etl.state import (
@@ -26,7 +27,6 @@ from batchyard.etl.state import (
 )
 from batchyard.etl.targets import LoadValidationError, require_key_columns, staging_table, swap_statements
 from batchyard.identifiers import check_identifier, quote
-from batchyard.chunks import BATCH
 from batchyard.ingest.load import load_rows
 
 if TYPE_CHECKING:

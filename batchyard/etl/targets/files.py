@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow as pa
 
+from batchyard.chunks import BATCH
 from batchyard.etl.extract import Cursor
 from batchyard.etl.state import FailedBatch, failure_rows
-from batchyard.chunks import BATCH
 
 if TYPE_CHECKING:
     from batchyard.etl.load import LoadJob
