@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from batchyard.engines.base import Engine, Rows, Session
 from batchyard.errors import ConfigurationError
 
-__all__ = ["Engine", "Rows", "Session", "check_connection", "checkpoint", "engine_names",
+__all__ = ["Engine", "Rows", "Session", "check_connection", "checkpoint", "engine_names", "is_supported",
            "normalise_url", "register", "safe_url", "session"]
 
 _ENGINES: dict[str, Engine] = {}
@@ -38,6 +38,14 @@ def register(engine: type[E]) -> type[E]:
 def engine_names() -> list[str]:
     """The backends batchyard loads into, as URL schemes."""
     return sorted({e.backend for e in _ENGINES.values()})
+
+
+def is_supported(url: str) -> bool:
+    """Whether `url` names an engine batchyard has (whatever else SQLAlchemy could reach)."""
+    try:
+        return make_url(url).get_backend_name() in _ENGINES
+    except Exception:
+        return False
 
 
 def safe_url(url: str | sa.URL) -> str:

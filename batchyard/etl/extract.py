@@ -2,7 +2,7 @@
 
 Nothing here collects a source: each extractor yields at most `batch_size` records, and
 `spool` writes each batch to its own Arrow IPC file at once, so memory holds one batch whatever
-the source's size, and tasks pass only the files' references (as `batchyard.sources` does).
+the source's size, and tasks pass only the files' references (as the batch import does).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import glob
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,18 +18,17 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from batchyard.chunks import ChunkRef
-from batchyard.engines import normalise_url, safe_url, session
-from batchyard.errors import BatchyardError, ConfigurationError
+from batchyard.chunks import SOURCE_ID, ChunkRef, rebatch, write_ipc
+from batchyard.engines import is_supported, safe_url, session
+from batchyard.errors import BatchyardError, ConfigurationError, SourceError
 from batchyard.etl.spec import ApiSource, DatabaseSource, FileSource
 from batchyard.identifiers import quote
-
-SOURCE_ID = "_source_id"
+from batchyard.readers import SourceOptions, open_reader
+from batchyard.readers.base import records_batch, rows_to_batch
+from batchyard.sizing import fixed_sizes
 
 
 class ExtractError(BatchyardError):
@@ -75,24 +73,6 @@ class Extracted(BaseModel):
     cursor: Cursor | None = None
 
 
-def _plain(value: Any) -> Any:
-    """Nested JSON and decimals become text and floats, which every target can store."""
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    return value
-
-
-def rows_to_batch(columns: list[str], rows: list) -> pa.RecordBatch:
-    """Python rows (tuples or dicts) to one batch; a column that is null throughout stays null."""
-    if rows and isinstance(rows[0], dict):
-        data = {c: [_plain(r.get(c)) for r in rows] for c in columns}
-    else:
-        data = {c: [_plain(r[i]) for r in rows] for i, c in enumerate(columns)}
-    return pa.RecordBatch.from_pydict(data)
-
-
 def _database_sql(source: DatabaseSource, placeholder: str, since: Cursor | None) -> tuple[str, tuple]:
     body = f"SELECT * FROM {quote(source.table)}" if source.table else \
         f"SELECT * FROM ({source.query.rstrip().rstrip(';')}) AS batchyard_source"
@@ -107,23 +87,22 @@ def _database_sql(source: DatabaseSource, placeholder: str, since: Cursor | None
 
 def extract_database(source: DatabaseSource, batch_size: int, since: Cursor | None = None,
                      ) -> Iterator[pa.RecordBatch]:
-    """SQLite goes through batchyard's ADBC sessions (one SQLite library per process); every
-    other database through SQLAlchemy with a server-side cursor."""
+    """The source's rows after `since`, `batch_size` at a time: through batchyard's own
+    sessions for the engines it loads into (a server-side cursor on PostgreSQL; one SQLite
+    library per process), through SQLAlchemy for any other database it has a driver for."""
     url = source.url
     try:
-        backend = sa.engine.make_url(url).get_backend_name()
+        sa.engine.make_url(url)
     except Exception:
         raise ConfigurationError(f"source {source.id}: not a database URL: {safe_url(url)!r}") from None
-    if backend == "sqlite":
-        text, params = _database_sql(source, "?", since)
+    if is_supported(url):
         with session(url) as current:
-            current.cursor.execute(text, params or None)
-            columns = [d[0] for d in current.cursor.description]
-            while rows := current.cursor.fetchmany(batch_size):
+            text, params = _database_sql(source, current.placeholder, since)
+            columns, batches = current.fetch_batches(text, params, batch_size)
+            for rows in batches:
                 yield rows_to_batch(columns, rows)
         return
-    engine_url = normalise_url(url) if backend == "postgresql" else sa.engine.make_url(url)
-    engine = sa.create_engine(engine_url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(sa.engine.make_url(url), poolclass=sa.pool.NullPool)
     text, params = _database_sql(source, ":p0", since)
     try:
         with engine.connect() as connection:
@@ -219,7 +198,7 @@ def extract_api(source: ApiSource, batch_size: int, auth: str | None = None,
                                    f"{source.records_path or 'the top'} of the response")
             pending += [r if isinstance(r, dict) else {"value": r} for r in records]
             while len(pending) >= batch_size:
-                yield _records_batch(pending[:batch_size])
+                yield records_batch(pending[:batch_size])
                 pending = pending[batch_size:]
             pages += 1
             if not records or (source.max_pages and pages >= source.max_pages):
@@ -240,7 +219,7 @@ def extract_api(source: ApiSource, batch_size: int, auth: str | None = None,
             else:
                 break
     if pending:
-        yield _records_batch(pending)
+        yield records_batch(pending)
 
 
 def _split_query(url: str | None) -> tuple[str | None, dict[str, Any]]:
@@ -253,11 +232,6 @@ def _split_query(url: str | None) -> tuple[str | None, dict[str, Any]]:
     return urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
-def _records_batch(records: list[dict]) -> pa.RecordBatch:
-    columns = list(dict.fromkeys(k for r in records for k in r))
-    return rows_to_batch(columns, records)
-
-
 def file_paths(source: FileSource) -> list[Path]:
     matches = sorted(glob.glob(os.path.expanduser(source.path)))
     if not matches:
@@ -265,69 +239,15 @@ def file_paths(source: FileSource) -> list[Path]:
     return [Path(m) for m in matches]
 
 
-def _format(source: FileSource, path: Path) -> str:
-    if source.format:
-        return source.format
-    fmt = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-           ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower())
-    if fmt is None:
-        raise ExtractError(f"source {source.id}: {path}: unknown file type; give format")
-    return fmt
-
-
 def extract_file(source: FileSource, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Every file the source's path or glob matches, in name order, through the same readers
+    as the batch import (so the same formats, with their first bytes checked)."""
+    options = SourceOptions(format=source.format, delimiter=source.delimiter)
     for path in file_paths(source):
-        fmt = _format(source, path)
-        if fmt == "parquet":
-            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
-        elif fmt == "csv":
-            reader = pcsv.open_csv(path, parse_options=pcsv.ParseOptions(delimiter=source.delimiter))
-            for batch in reader:
-                for start in range(0, batch.num_rows, batch_size):
-                    yield batch.slice(start, batch_size)
-        else:
-            yield from _jsonl(source, path, batch_size)
-
-
-def _jsonl(source: FileSource, path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
-    pending: list[dict] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise ExtractError(f"source {source.id}: {path}: line {number}: invalid JSON: {exc}") \
-                    from None
-            pending.append(record if isinstance(record, dict) else {"value": record})
-            if len(pending) >= batch_size:
-                yield _records_batch(pending)
-                pending = []
-    if pending:
-        yield _records_batch(pending)
-
-
-def rebatch(batches: Iterator[pa.RecordBatch], batch_size: int) -> Iterator[pa.Table]:
-    """Exactly `batch_size` records per output (the last one shorter), whatever the input cut."""
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        while batch.num_rows:
-            take = batch.slice(0, batch_size - count)
-            pending.append(take)
-            count += take.num_rows
-            batch = batch.slice(take.num_rows)
-            if count == batch_size:
-                yield _concat(pending)
-                pending, count = [], 0
-    if count:
-        yield _concat(pending)
-
-
-def _concat(batches: list[pa.RecordBatch]) -> pa.Table:
-    tables = [pa.Table.from_batches([b]) for b in batches]
-    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        try:
+            yield from open_reader(path, options).arrow(batch_size)
+        except SourceError as exc:
+            raise ExtractError(f"source {source.id}: {exc}") from None
 
 
 def spool(source_id: str, batches: Iterator[pa.RecordBatch], batch_size: int, directory: Path,
@@ -337,7 +257,7 @@ def spool(source_id: str, batches: Iterator[pa.RecordBatch], batch_size: int, di
     chunks: list[BatchRef] = []
     total = 0
     highest = None
-    for index, table in enumerate(rebatch(batches, batch_size)):
+    for index, table in enumerate(rebatch(batches, fixed_sizes(batch_size))):
         table = table.append_column(SOURCE_ID, pa.array([source_id] * table.num_rows, pa.string()))
         if cursor_column:
             if cursor_column not in table.column_names:
@@ -346,19 +266,9 @@ def spool(source_id: str, batches: Iterator[pa.RecordBatch], batch_size: int, di
             top = pc.max(table[cursor_column]).as_py()
             highest = top if highest is None or (top is not None and top > highest) else highest
         path = directory / f"{source_id}-{index:06d}.arrow"
-        write_table(table, path)
+        write_ipc(table, path)
         chunks.append(BatchRef(source_id=source_id, index=index, path=str(path), first_row=total + 1,
                                n_rows=table.num_rows))
         total += table.num_rows
     return Extracted(source_id=source_id, chunks=chunks, rows=total,
                      cursor=Cursor.of(cursor_column, highest) if cursor_column else None)
-
-
-def read_table(path: str) -> pa.Table:
-    with pa.memory_map(path, "r") as source:
-        return pa.ipc.open_file(source).read_all()
-
-
-def write_table(table: pa.Table, path: str | Path) -> None:
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)

@@ -20,13 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from batchyard.chunks import BATCH, ROW
+from batchyard.chunks import BATCH, ROW, write_ipc
 from batchyard.errors import BatchyardError
-from batchyard.etl.extract import write_table
 from batchyard.etl.spec import Target, WriteDisposition
 from batchyard.etl.targets import LoadValidationError, target_for
 
-__all__ = ["LoadJob", "LoadValidationError", "conform", "dedupe_last", "load_table", "read_schema",
+__all__ = ["LoadJob", "LoadValidationError", "conform", "dedupe_last", "load_table",
            "save_schema", "unify_schemas"]
 
 
@@ -80,16 +79,10 @@ def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:
                      + [pa.field(BATCH, pa.string()), pa.field(ROW, pa.int64())])
 
 
-def read_schema(path: str) -> pa.Schema:
-    """The schema of the Arrow IPC file at `path`, read from its footer (no record is read)."""
-    with pa.memory_map(path, "r") as source:
-        return pa.ipc.open_file(source).schema
-
-
 def save_schema(schema: pa.Schema, path: Path) -> str:
     """Write `schema` as an empty Arrow IPC file, so load tasks get a path, not the schema;
     returns the path as text."""
-    write_table(schema.empty_table(), path)
+    write_ipc(schema.empty_table(), path)
     return str(path)
 
 

@@ -6,7 +6,6 @@ files, so no step ever holds more than one batch of records.
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from batchyard.chunks import read_ipc, read_ipc_schema, write_ipc
 from batchyard.engines import safe_url
 from batchyard.errors import BatchyardError
 from batchyard.etl import state
@@ -24,11 +24,9 @@ from batchyard.etl.extract import (
     extract_api,
     extract_database,
     extract_file,
-    read_table,
     spool,
-    write_table,
 )
-from batchyard.etl.load import LoadJob, conform, load_table, read_schema, save_schema, unify_schemas
+from batchyard.etl.load import LoadJob, conform, load_table, save_schema, unify_schemas
 from batchyard.etl.spec import ApiSource, DatabaseSource, Source, Target, TransformSpec, check_pipeline
 from batchyard.etl.targets import target_for
 from batchyard.etl.transform import transform_table
@@ -106,18 +104,18 @@ def _password(url: str) -> str | None:
 
 
 def transform(run: EtlRun, ref: BatchRef, spec: TransformSpec, version: str) -> BatchRef:
-    table = transform_table(read_table(ref.path), spec, version)
+    table = transform_table(read_ipc(ref.path), spec, version)
     directory = Path(run.directory) / "transform"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / Path(ref.path).name
-    write_table(table, path)
+    write_ipc(table, path)
     return ref.model_copy(update={"path": str(path)})
 
 
 def load_job(run: EtlRun, refs: list[BatchRef]) -> LoadJob:
     """Unify the batches' schemas (read from the files' footers, not their records) and prepare
     the target for them."""
-    schema = unify_schemas([read_schema(r.path) for r in refs])
+    schema = unify_schemas([read_ipc_schema(r.path) for r in refs])
     path = save_schema(schema, Path(run.directory) / "schema.arrow")
     job = LoadJob(pipeline_id=run.pipeline_id, run_id=run.run_id, target=run.target,
                   disposition=run.disposition, schema_path=path)
@@ -127,7 +125,7 @@ def load_job(run: EtlRun, refs: list[BatchRef]) -> LoadJob:
 
 def load(job: LoadJob, ref: BatchRef) -> int:
     batch_id = f"{job.run_id}:{ref.source_id}:{ref.index}"
-    table = conform(read_table(ref.path), read_schema(job.schema_path), batch_id, ref.first_row)
+    table = conform(read_ipc(ref.path), read_ipc_schema(job.schema_path), batch_id, ref.first_row)
     return load_table(job, table)
 
 
@@ -181,6 +179,6 @@ def finish(run: EtlRun, job: LoadJob | None, extracted: list[Extracted], outcome
                 outcome.visible:
             target.save_cursor(run.pipeline_id, result.source_id, result.cursor, run.run_id)
     target.record_failures(run.pipeline_id, run.run_id, outcome.failed_batches)
-    if not outcome.failed_batches and os.environ.get("BATCHYARD_ETL_KEEP_FILES") != "1":
+    if not outcome.failed_batches and not get_settings().etl_keep_files:
         shutil.rmtree(run.directory, ignore_errors=True)
     return outcome

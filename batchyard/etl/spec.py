@@ -95,7 +95,7 @@ class FileSource(_Model):
     type: Literal["file"] = "file"
     id: str = Field(description="Source id, carried by every record as _source_id.")
     path: str = Field(description="A file, or a glob such as data/*.parquet.")
-    format: Literal["csv", "jsonl", "parquet"] | None = Field(
+    format: Literal["csv", "jsonl", "parquet", "xlsx"] | None = Field(
         None, description="Default: from the extension."
     )
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV delimiter.")

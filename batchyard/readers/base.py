@@ -9,6 +9,8 @@ checks; the schema decides the types.
 
 from __future__ import annotations
 
+import decimal
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,6 +79,14 @@ class Reader:
         `header()` returned. Raises SourceError for a problem that refuses the whole file."""
         raise NotImplementedError
 
+    def arrow(self, batch_rows: int) -> Iterator[pa.Table | pa.RecordBatch]:
+        """Stream every column with the types the format gives (CSV: inferred by Arrow), in
+        pieces of at most about `batch_rows` records: what the ETL pipeline loads, which takes
+        data as it finds it instead of validating it against a schema.
+
+        Raises SourceError for a record or file that cannot be read."""
+        raise NotImplementedError
+
 
 def record_table(fields: list[str], columns: dict[str, Any], rows: Any,
                  errors: list[str | None] | None = None,
@@ -96,6 +106,30 @@ def record_schema(fields: list[str]) -> pa.Schema:
     return pa.schema([pa.field(f, pa.string()) for f in fields]
                      + [pa.field(ROW, pa.int64()), pa.field(PARSE_ERROR, pa.string()),
                         pa.field(RAW, pa.string())])
+
+
+def plain(value: Any) -> Any:
+    """Nested JSON and decimals become text and floats, which every target can store."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return value
+
+
+def rows_to_batch(columns: list[str], rows: list) -> pa.RecordBatch:
+    """Python rows (tuples or dicts) to one batch; a column that is null throughout stays null."""
+    if rows and isinstance(rows[0], dict):
+        data = {c: [plain(r.get(c)) for r in rows] for c in columns}
+    else:
+        data = {c: [plain(r[i]) for r in rows] for i, c in enumerate(columns)}
+    return pa.RecordBatch.from_pydict(data)
+
+
+def records_batch(records: list[dict]) -> pa.RecordBatch:
+    """Dict records to one batch with the union of their keys, in first-seen order."""
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    return rows_to_batch(columns, records)
 
 
 def as_text(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:

@@ -89,6 +89,16 @@ class CsvReader(Reader):
         if tail:
             yield _ragged(fields, tail, invalid, expected, options.delimiter)
 
+    def arrow(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        options = self.options
+        try:
+            reader = pcsv.open_csv(
+                str(self.path), read_options=pcsv.ReadOptions(encoding=options.encoding),
+                parse_options=pcsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True))
+            yield from reader
+        except pa.ArrowInvalid as exc:
+            raise SourceError(f"{self.path}: {arrow_message(exc)}") from None
+
     def _error(self, exc: Exception, header: list[str], near: int) -> str:
         """Arrow's parse error as one line that names the line and column, with a hint."""
         message = arrow_message(exc)

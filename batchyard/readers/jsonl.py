@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from batchyard.errors import SourceError
 from batchyard.readers import register
-from batchyard.readers.base import BLOCK_ROWS, Reader, record_table
+from batchyard.readers.base import BLOCK_ROWS, Reader, record_table, records_batch
 
 RAW_LIMIT = 10_000
 """Characters of an invalid line kept as its raw text."""
@@ -90,6 +90,24 @@ class JsonLinesReader(Reader):
                     yield flush()
         if rows:
             yield flush()
+
+    def arrow(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """A line holding a JSON value other than an object becomes the record {"value": ...}."""
+        pending: list[dict] = []
+        with self.path.open(encoding=self.options.encoding) as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    raise SourceError(f"{self.path}: line {number}: invalid JSON: {exc}") from None
+                pending.append(record if isinstance(record, dict) else {"value": record})
+                if len(pending) >= batch_rows:
+                    yield records_batch(pending)
+                    pending = []
+        if pending:
+            yield records_batch(pending)
 
 
 def json_text(value: Any) -> str | None:

@@ -39,3 +39,9 @@ class ParquetReader(Reader):
                 yield record_table(fields, columns, rows)
         except (pa.ArrowInvalid, OSError) as exc:
             raise SourceError(f"{self.path}: near record {next_row}: {arrow_message(exc)}") from None
+
+    def arrow(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._open().iter_batches(batch_size=batch_rows)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise SourceError(f"{self.path}: {arrow_message(exc)}") from None

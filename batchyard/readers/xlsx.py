@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from batchyard.errors import SourceError
 from batchyard.readers import register
-from batchyard.readers.base import BLOCK_ROWS, Reader, record_table
+from batchyard.readers.base import BLOCK_ROWS, Reader, record_table, rows_to_batch
 
 
 @register
@@ -93,6 +93,29 @@ class ExcelReader(Reader):
         if rows:
             yield record_table(fields, {f: pa.array(v, pa.string()) for f, v in buffer.items()},
                                rows, errors, raws)
+
+    def arrow(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The sheet's cells as Excel typed them, under the header's names."""
+        header = self.header()
+        names = [h or f"column_{i + 1}" for i, h in enumerate(header)]
+        book, sheet = self._open_sheet()
+        pending: list[tuple] = []
+        seen_header = False
+        try:
+            for values in sheet.iter_rows(values_only=True):
+                if not any(v is not None for v in values):
+                    continue
+                if not seen_header:
+                    seen_header = True
+                    continue
+                pending.append(tuple(values[:len(names)]) + (None,) * (len(names) - len(values)))
+                if len(pending) >= batch_rows:
+                    yield rows_to_batch(names, pending)
+                    pending = []
+        finally:
+            book.close()
+        if pending:
+            yield rows_to_batch(names, pending)
 
 
 def cell_text(value: Any) -> str | None:

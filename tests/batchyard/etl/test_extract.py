@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchyard.chunks import read_ipc
 from batchyard.engines import session
 from batchyard.etl.extract import (
     Cursor,
@@ -15,8 +16,6 @@ from batchyard.etl.extract import (
     extract_api,
     extract_database,
     extract_file,
-    read_table,
-    rebatch,
     spool,
 )
 from batchyard.etl.spec import ApiSource, DatabaseSource, FileSource
@@ -87,22 +86,6 @@ def test_retry_after(value, expected):
     assert _retry_after(value) == expected
 
 
-@pytest.mark.parametrize("cuts, size, expected", [
-    ([3, 4, 5], 5, [5, 5, 2]),
-    ([12], 5, [5, 5, 2]),
-    ([1, 1, 1], 10, [3]),
-    ([], 5, []),
-])
-def test_rebatch_cuts_exact_sizes(cuts, size, expected):
-    start, batches = 0, []
-    for n in cuts:
-        batches.append(pa.RecordBatch.from_pydict({"id": list(range(start, start + n))}))
-        start += n
-    out = list(rebatch(iter(batches), size))
-    assert [t.num_rows for t in out] == expected
-    assert [i for t in out for i in t["id"].to_pylist()] == list(range(start))
-
-
 def test_file_sources_csv_glob_jsonl_and_parquet(tmp_path):
     (tmp_path / "a.csv").write_text("id,name\n1,one\n2,two\n")
     (tmp_path / "b.csv").write_text("id,name\n3,three\n")
@@ -162,7 +145,7 @@ def test_spool_tags_records_and_keeps_the_highest_cursor(tmp_path):
     result = spool("shop", batches, 2, tmp_path / "spool", cursor_column="id")
     assert (result.rows, [c.n_rows for c in result.chunks], [c.first_row for c in result.chunks]) == (3, [2, 1], [1, 3])
     assert result.cursor == Cursor(column="id", kind="int", value="3")
-    first = read_table(result.chunks[0].path)
+    first = read_ipc(result.chunks[0].path)
     assert first["_source_id"].to_pylist() == ["shop", "shop"] and first["id"].to_pylist() == [3, 1]
     assert first["tags"][0].as_py() == {"even": False}
 
