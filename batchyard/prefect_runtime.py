@@ -111,8 +111,8 @@ def connect_events_client() -> None:
     spooling its source: its start-up (two HTTP clients, each loading the CA bundle, a server
     version check and a websocket handshake, 0.15-0.3 s of CPU here) then competed with the
     spool for the two cores. Started here it runs on Prefect's event loop thread while this
-    thread creates the flow run, which mostly waits for the server. Measured at 1M rows
-    (medians of 20): the batch 0.17 s shorter, the command 0.08 s shorter. Only the events
+    thread creates the flow run, which mostly waits for the server (bench/RESULTS.md has the
+    figures). Only the events
     worker: starting the log worker as well made this thread wait for the loop thread."""
     from prefect.events.worker import EventsWorker
 

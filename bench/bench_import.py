@@ -231,6 +231,20 @@ def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: st
         Contender("sqlite3 executemany (floor)",
                   [sys.executable, "-c", EXECUTEMANY, str(source), str(work / "executemany.db")]),
     ]
+    if args.baseline:
+        old = {"PYTHONPATH": str(args.baseline), **server}
+        chosen += [
+            Contender("batchyard (server), baseline",
+                      [sys.executable, "-c", RUN_CLI, "import", str(source), "--db",
+                       f"sqlite:///{work / 'baseline.db'}", *chunking, "--table", f"users_{rows}", "--json"],
+                      old, lambda summary: checked(summary, rows)["duration_seconds"]),
+            Contender("batchyard without Prefect, baseline",
+                      [sys.executable, str(args.baseline / "bench" / "run_core.py"), str(source),
+                       f"sqlite:///{work / 'baseline-core.db'}", str(args.chunk_size),
+                       str(args.max_parallel)],
+                      {"PYTHONPATH": str(args.baseline)},
+                      work_of=lambda summary: checked(summary, rows)["duration_seconds"]),
+        ]
     if pg:
         chosen += [
             batchyard("batchyard → PostgreSQL (server)", source, pg, server),
@@ -238,6 +252,10 @@ def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: st
                       [sys.executable, "-c", COPY, str(source), pg, USERS_DDL]),
         ]
     return [c for c in chosen if not args.only or any(word in c.name for word in args.only)]
+
+
+RUN_CLI = "import sys; from batchyard.cli import main; main()"
+"""The `batchyard` command of whichever checkout PYTHONPATH puts first (the baseline's)."""
 
 
 def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None) -> dict:
@@ -372,6 +390,12 @@ def report(rows: int, results: dict) -> list[str]:
             f"Fixed cost outside the work: {results[base]['wall'] - results[base]['work']:.1f} s "
             f"per command with a running server, {eph['wall'] - eph['work']:.1f} s in ephemeral "
             "mode (which also starts and stops its temporary server).")
+    for name in ("batchyard (server)", "batchyard without Prefect"):
+        if f"{name}, baseline" in results:
+            lines.append(
+                f"{name} against the same code before the change (baseline): "
+                f"{_x(ratio(results, name, name + ', baseline', 'wall'))} on the whole process, "
+                f"{_x(ratio(results, name, name + ', baseline'))} on the work (above 1: faster now).")
     share = prefect_share(results)
     if share is not None:
         rounds = ", ".join(f"{s:.0%}" for s in prefect_share_per_round(results))
@@ -424,6 +448,12 @@ def with_run(results: Path, text: str) -> str:
     return f"{head.rstrip()}\n\n{text}\n{marker}{tail}" if marker else f"{previous.rstrip()}\n\n{text}\n"
 
 
+def describe_checkout(path: Path) -> str:
+    found = subprocess.run(["git", "-C", str(path), "log", "-1", "--format=%h %s"],
+                           capture_output=True, text=True)
+    return f"`{found.stdout.strip()[:80]}`" if found.returncode == 0 else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
@@ -435,6 +465,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run only contenders whose name has one of "
                         "these words")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier commit (git "
+                        "worktree add DIR REV): its batchyard runs beside this one, interleaved")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="batchyard-bench-"))
@@ -455,6 +487,8 @@ def main() -> None:
     lines = [f"### Run of {dt.datetime.now():%Y-%m-%d %H:%M}: "
              f"--rows {' '.join(map(str, args.rows))} --chunk-size {args.chunk_size} "
              f"--repeat {args.repeat} (medians)", ""]
+    if args.baseline:
+        lines += [f"Baseline: {describe_checkout(args.baseline)}; this run: {describe_checkout(ROOT)}.", ""]
     for rows, results in all_results.items():
         lines += report(rows, results)
     lines += ["Targets (issue 6):", ""] + targets(all_results)

@@ -1,4 +1,5 @@
-"""retry-failed: re-validate and load a batch's failed records (the reference's retrier).
+"""retry-failed: re-validate and load a batch's failed records (the retrier of the PHP batch system
+this follows).
 
 extract (the failed records, from the ledger or a corrected rejects file) → validate, transform
 and load them in chunks → report. Records that still fail count one more retry; past the limit

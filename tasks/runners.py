@@ -81,9 +81,9 @@ def chunks_in_flight(name: str, max_parallel: int) -> int:
     On threads, only as many chunks as there are work slots (cores) do their work at once, so
     one more is enough to have the next chunk ready the moment a slot frees. Submitting up to
     --max-parallel at once only started that many task runs together, each with its engine
-    and its state events, while the first chunks were being prepared: at 1M rows with 10 in
-    flight the batch took 0.31 s longer than with 3 (medians of 12, 2 cores). Processes and a
-    Dask cluster get --max-parallel, as their workers do the work in parallel."""
+    and its state events, while the first chunks were being prepared, which made the batch
+    slower (bench/RESULTS.md). Processes and a Dask cluster get --max-parallel, as their
+    workers do the work in parallel."""
     if name == "thread":
         from batchyard.ingest.chunk import work_slot_count
 

@@ -1,19 +1,20 @@
-"""Shared fixtures: one Prefect test harness per session, real SQLite files and PostgreSQL."""
+"""Shared fixtures: a Prefect test harness for the tests that need one, real SQLite files,
+PostgreSQL, and a real Prefect server. Helper functions are in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-_HOME = Path(tempfile.mkdtemp(prefix="batchyard-tests-"))
-os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
+from tests.helpers import HOME, POSTGRES_URL, REQUIRE_SERVICES, free_port, postgres_available
+
+os.environ["PREFECT_HOME"] = str(HOME / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
-os.environ["BATCHYARD_WORK_DIR"] = str(_HOME / "work")
+os.environ["BATCHYARD_WORK_DIR"] = str(HOME / "work")
 os.environ["BATCHYARD_RETRY_DELAYS"] = "[0.1, 0.2, 0.4]"
 os.environ.pop("PREFECT_API_URL", None)
 
@@ -21,12 +22,11 @@ os.environ.pop("PREFECT_API_URL", None)
 # CliRunner's temporary stream.
 import prefect  # noqa: E402, F401
 
-POSTGRES_URL = os.environ.get("BATCHYARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRE_SERVICES = os.environ.get("BATCHYARD_REQUIRE_SERVICES") == "1"
 
-
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def prefect_harness():
+    """One Prefect test server for the session, for the tests that run flows or use the API
+    (tests/flows does so for all its tests; others ask for it by name)."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
@@ -38,24 +38,9 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'target.db'}"
 
 
-def _postgres_available() -> str | None:
-    import sqlalchemy as sa
-
-    from batchyard.engines import normalise_url
-
-    try:
-        engine = sa.create_engine(normalise_url(POSTGRES_URL))
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-        engine.dispose()
-        return None
-    except Exception as exc:
-        return str(exc).splitlines()[0]
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    problem = _postgres_available()
+    problem = postgres_available()
     if problem:
         if REQUIRE_SERVICES:
             pytest.fail(f"PostgreSQL is required (BATCHYARD_REQUIRE_SERVICES=1): {problem}")
@@ -68,14 +53,6 @@ def unique_table() -> str:
     return f"t_{uuid.uuid4().hex[:10]}"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real `prefect server start` on 127.0.0.1 for end-to-end tests; stopped at the end."""
@@ -86,11 +63,11 @@ def prefect_server():
 
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    home = _HOME / "server-home"
+    home = HOME / "server-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    env.update(PREFECTHOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_UI_API_URL=api, PREFECT_API_URL=api)
-    log = (_HOME / "server.log").open("w")
+    log = (HOME / "server.log").open("w")
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
          "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -103,7 +80,7 @@ def prefect_server():
         except OSError:
             if time.time() > deadline or server.poll() is not None:
                 server.kill()
-                pytest.fail(f"prefect server did not start: {(_HOME / 'server.log').read_text()[-2000:]}")
+                pytest.fail(f"prefect server did not start: {(HOME / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
     yield api
     server.terminate()
@@ -113,73 +90,35 @@ def prefect_server():
         server.kill()
 
 
-def cli_env(tmp_path: Path, api: str | None = None, **extra: str) -> dict:
-    """Environment for running the real `batchyard` command in a subprocess."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "BATCHYARD_PAUSE"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               BATCHYARD_WORK_DIR=str(tmp_path / "work"))
-    if api:
-        env["PREFECT_API_URL"] = api
-    env.update(extra)
-    return env
 
 
-def batchyard_command() -> str:
-    import sys
-
-    return str(Path(sys.executable).with_name("batchyard"))
-
-
-def rows(url: str, sql: str, params: tuple = ()) -> list[tuple]:
-    """Query a target database the way batchyard itself does (ADBC for SQLite: one SQLite
-    library per process)."""
-    from batchyard.engines import session
-
-    with session(url, write=True) as current:
-        return [tuple(r) for r in current.sql(sql, params)]
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:
+    """Each engine in turn: a fresh SQLite file, and a fresh schema-less PostgreSQL database
+    (created for the test, dropped after it), so every table starts absent."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'target.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    yield from fresh_postgres_database(base)
 
 
-def fix_rejects(rejects: str | Path, fixed: Path, fix) -> Path:
-    """Copy a rejects file as a user correcting it would: `fix(record)` edits each row."""
-    import csv
+def fresh_postgres_database(base: str):
+    import sqlalchemy as sa
 
-    with Path(rejects).open() as handle, fixed.open("w", newline="") as out:
-        reader = csv.DictReader(handle)
-        writer = csv.DictWriter(out, fieldnames=reader.fieldnames)
-        writer.writeheader()
-        for record in reader:
-            fix(record)
-            writer.writerow(record)
-    return fixed
+    from batchyard.engines import normalise_url
 
+    name = f"by_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(normalise_url(base), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = normalise_url(base).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        from batchyard.engines.postgres import dispose_engines
 
-def latest_artifact(key: str) -> dict:
-    """The newest artifact with this key, as the API returns it (what the UI shows)."""
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-
-    async def fetch() -> list[dict]:
-        async with get_client() as client:
-            response = await client._client.post(
-                "/artifacts/filter",
-                json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1})
-            response.raise_for_status()
-            return response.json()
-
-    found = asyncio.run(fetch())
-    assert found, f"no artifact {key}"
-    return found[0]
-
-
-def refuse_ids(tmp_path: Path, url: str, first: int, last: int) -> None:
-    """A trigger in an empty `users` target that refuses ids first..last, as a maintenance rule
-    would: the chunk holding them fails at the database until `drop trigger maintenance`."""
-    from batchyard.demo import write_users
-    from flows.batch_import import batch_import
-
-    batch_import(str(write_users(tmp_path / "one.csv", 1, bad=False)), db=url)  # the table
-    rows(url, "delete from users")
-    rows(url, "create trigger maintenance before insert on users "
-              f"when new.id between {first} and {last} begin select raise(abort, 'maintenance'); end")
+        dispose_engines()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

@@ -6,6 +6,8 @@ import pytest
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 DEPLOYMENTS = {d["name"]: d for d in CONFIG["deployments"]}

@@ -20,7 +20,7 @@ import pytest
 from batchyard.demo import expected_counts, write_users
 from batchyard.engines import session
 from batchyard.ingest.summary import batch_summary
-from tests.conftest import POSTGRES_URL, REQUIRE_SERVICES, _postgres_available, cli_env, free_port
+from tests.helpers import POSTGRES_URL, REQUIRE_SERVICES, cli_env, free_port, postgres_available
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def wait_for(what: str, check, timeout: float, logs: list[Path]):
 @pytest.fixture(scope="module")
 def server_database():
     """A fresh PostgreSQL database for the server, dropped at the end; SQLite without PostgreSQL."""
-    if _postgres_available() is not None:
+    if postgres_available() is not None:
         if REQUIRE_SERVICES:
             pytest.fail("PostgreSQL is required (BATCHYARD_REQUIRE_SERVICES=1)")
         yield None

@@ -123,5 +123,10 @@ def add_column_sql(table: str, column: sa.Column, dialect) -> str:
     kind = column.type.compile(dialect=dialect)
     default = ""
     if column.server_default is not None:
-        default = " DEFAULT " + str(column.server_default.arg.compile(dialect=dialect))
+        arg = column.server_default.arg
+        if isinstance(arg, str):
+            shown = "'" + arg.replace("'", "''") + "'"
+        else:
+            shown = str(arg.compile(dialect=dialect))
+        default = " DEFAULT " + shown
     return f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column.name)} {kind}{default}"

@@ -59,7 +59,7 @@ class PostgresSession(OnConflictSql):
         """A server-side cursor: the query's rows never sit in memory all at once."""
         result = self.connection.execution_options(stream_results=True, yield_per=size).exec_driver_sql(
             text, params or ())
-        return list(result.keys()), (list(p) for p in result.partitions())
+        return list(result.keys()), (list(p) for p in result.partitions(size))
 
     def ingest_into(self, name: str, data: pa.Table) -> None:
         with self._cursor() as cursor:
@@ -103,7 +103,18 @@ class PostgresSession(OnConflictSql):
 
 @functools.lru_cache(maxsize=16)
 def _engine(url: sa.URL) -> sa.Engine:
-    return sa.create_engine(url, pool_size=12, max_overflow=4, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_size=12, max_overflow=4, pool_pre_ping=True)
+    _ENGINES_MADE.append(engine)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (before a database is dropped, or at a worker's end)."""
+    for engine in list(_ENGINES_MADE):
+        engine.dispose()
+
+
+_ENGINES_MADE: list[sa.Engine] = []
 
 
 @register

@@ -1,4 +1,4 @@
-"""The reference's user import: one row per user, keyed by `id`."""
+"""Users, as the Temporal batch import this follows imports them: one row per user, keyed by `id`."""
 
 from __future__ import annotations
 

@@ -14,33 +14,18 @@ import pytest
 
 from batchyard.engines import session
 from batchyard.errors import SourceError
-from batchyard.ingest.chunk import process_chunk
-from batchyard.ingest.job import resolve_job
-from batchyard.ingest.lifecycle import close_batch, fail_batch, open_batch, plan_batch
-from batchyard.ingest.summary import summary as summary_of
-from batchyard.readers import SourceOptions
+from tests.helpers import import_without_prefect
 
 HEADER = "id,email,name,age,country,signup_date,balance"
 GOOD = "1,a@example.com,Ann,30,DE,2020-01-31,1.5"
 
 
 def import_core(path: Path, db: str, **options) -> tuple[dict, dict[int, str]]:
-    """The batch-import steps without Prefect: open, spool, every chunk, close."""
-    job = resolve_job(str(path), "users", db, None, None)
-    opts = SourceOptions(**options)
-    open_batch(job, 3, opts)
-    try:
-        chunks, _, _ = plan_batch(job, opts, 3)
-    except SourceError as exc:
-        fail_batch(job, str(exc), exc.code)
-        raise
-    for ref in chunks:
-        process_chunk(job, ref)
-    summary = summary_of(close_batch(job))
+    """The batch-import steps without Prefect, and each failed or ignored record's error."""
+    summary = import_without_prefect(path, db, **options)
     with session(db) as current:
         errors = dict(current.sql("select row_number, error from batchyard_records "
                                   "order by row_number").rows)
-    assert summary["total"] == summary["success"] + summary["failed"] + summary["ignored"]
     return summary, errors
 
 

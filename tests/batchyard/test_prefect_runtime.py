@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from prefect import flow
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
 
 from batchyard.prefect_runtime import run_flow_cleanly
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @flow

@@ -16,7 +16,7 @@ from batchyard.engines import session
 from batchyard.ingest.spool import spool_dir
 from batchyard.readers import SourceOptions
 from flows.batch_import import batch_import
-from tests.conftest import fix_rejects, latest_artifact, rows
+from tests.helpers import fix_rejects, latest_artifact, rows
 
 
 def test_clean_file_loads_every_record(tmp_path, sqlite_url):

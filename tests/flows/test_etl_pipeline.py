@@ -266,7 +266,7 @@ def test_blocks_register_with_the_prefect_cli(prefect_server, tmp_path):
     import sys
     from pathlib import Path
 
-    from tests.conftest import cli_env
+    from tests.helpers import cli_env
 
     prefect = str(Path(sys.executable).with_name("prefect"))
     env = cli_env(tmp_path, prefect_server)
@@ -305,7 +305,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_records(tmp_path, prefect_
 
     import pyarrow as pa
 
-    from tests.conftest import cli_env
+    from tests.helpers import cli_env
 
     peaks = {}
     for n in (50_000, 250_000):

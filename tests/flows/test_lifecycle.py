@@ -17,7 +17,7 @@ from batchyard import faults
 from batchyard.demo import expected_counts, write_users
 from batchyard.ingest.lifecycle import request_stop
 from flows.batch_import import batch_import
-from tests.conftest import batchyard_command, cli_env, latest_artifact, refuse_ids, rows
+from tests.helpers import batchyard_command, cli_env, latest_artifact, refuse_ids, rows
 
 
 def start_paused(tmp_path: Path, api: str, source: Path, db: str, batch_id: str, point: str):

@@ -8,7 +8,7 @@ from pathlib import Path
 from batchyard.demo import write_users
 from flows.batch_import import batch_import
 from flows.retry_failed import retry_failed
-from tests.conftest import fix_rejects, rows
+from tests.helpers import fix_rejects, rows
 
 
 def invariant(url: str, batch_id: str) -> tuple:

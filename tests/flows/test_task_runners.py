@@ -17,7 +17,7 @@ from batchyard.demo import expected_counts, write_users
 from batchyard.errors import ConfigurationError
 from flows.batch_import import batch_import
 from tasks.runners import chunks_in_flight
-from tests.conftest import free_port, refuse_ids, rows
+from tests.helpers import free_port, refuse_ids, rows
 
 ROWS, CHUNK = 3_000, 500
 

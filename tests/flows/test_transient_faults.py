@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from batchyard.demo import expected_counts, write_users
 from batchyard.engines import normalise_url
 from flows.batch_import import batch_import
-from tests.conftest import rows
+from tests.helpers import rows
 
 HOLD_LOCK = """
 import sqlite3, sys, time

@@ -20,7 +20,7 @@ from batchyard.stream.sources import (
     parse_position,
 )
 from batchyard.stream.window import Window
-from tests.conftest import REQUIRE_SERVICES
+from tests.helpers import REQUIRE_SERVICES
 
 W = Window(60_000, 120_000)
 

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from batchyard.cli import app
 from batchyard.demo import expected_counts, write_users
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 runner = CliRunner()
 
 

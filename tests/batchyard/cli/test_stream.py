@@ -3,11 +3,14 @@
 import json
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from batchyard.cli import app
 from batchyard.engines import session
 from batchyard.stream.sources import events_table
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 runner = CliRunner()
 HOUR = 3_600_000

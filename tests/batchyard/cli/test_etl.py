@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from batchyard.cli import app
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 runner = CliRunner()
 
 
