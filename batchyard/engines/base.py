@@ -101,9 +101,17 @@ class Engine(Protocol):
 
 
 class OnConflictSql:
-    """`INSERT ... ON CONFLICT` upserts, shared by SQLite and PostgreSQL."""
+    """`INSERT ... ON CONFLICT` upserts, shared by SQLite and PostgreSQL; a session class sets
+    `insert` to its SQLAlchemy dialect's `insert`."""
 
     null_safe_differs: ClassVar[str] = "IS DISTINCT FROM"
+    insert: ClassVar[Any]
+
+    def upsert(self, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
+        statement = self.insert(table)
+        others = [c.name for c in table.columns if c.name not in keys]
+        self.execute(statement.on_conflict_do_update(
+            index_elements=keys, set_={name: statement.excluded[name] for name in others}), rows)
 
     def merge_from(self, table: str, source: str, names: list[str], key: tuple[str, ...],
                    batch_column: str) -> int:
@@ -116,6 +124,12 @@ class OnConflictSql:
             f"excluded.{quote(batch_column)}"
         )
         return self.sql(statement).rowcount
+
+
+def columns(names: str, kind: Any = sa.Text, **options: Any) -> list[sa.Column]:
+    """Columns of one type and options, named in one space-separated string (table definitions
+    stay short and readable)."""
+    return [sa.Column(name, kind, **options) for name in names.split()]
 
 
 def add_column_sql(table: str, column: sa.Column, dialect) -> str:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as postgresql_dialect
 
 from batchyard.engines import register
 from batchyard.engines.base import OnConflictSql, Rows, add_column_sql
@@ -31,6 +30,13 @@ class PostgresSession(OnConflictSql):
 
     dialect_name = "postgresql"
     placeholder = "%s"
+
+    @staticmethod
+    def insert(table: sa.Table):
+        """The dialect's INSERT, imported on first use: SQLite-only runs never load it."""
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert(table)
 
     def __init__(self, connection: sa.Connection):
         self.connection = connection
@@ -74,12 +80,6 @@ class PostgresSession(OnConflictSql):
             cursor.execute(f"TRUNCATE {quote(stage)}")
             copy_csv(cursor, stage, data)
         return quote(stage)
-
-    def upsert(self, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
-        statement = postgresql_dialect.insert(table)
-        others = [c.name for c in table.columns if c.name not in keys]
-        self.execute(statement.on_conflict_do_update(
-            index_elements=keys, set_={name: statement.excluded[name] for name in others}), rows)
 
     @staticmethod
     def is_conflict(exc: Exception) -> bool:

@@ -47,6 +47,7 @@ class SqliteSession(OnConflictSql):
 
     dialect_name = "sqlite"
     placeholder = "?"
+    insert = staticmethod(sqlite_dialect.insert)
     null_safe_differs = "IS NOT"
 
     def __init__(self, connection):
@@ -108,12 +109,6 @@ class SqliteSession(OnConflictSql):
         self.sql(f"DROP TABLE IF EXISTS temp.{quote(stage)}")
         self.cursor.adbc_ingest(stage, sqlite_arrow(data), mode="create_append", temporary=True)
         return f"temp.{quote(stage)}"
-
-    def upsert(self, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
-        statement = sqlite_dialect.insert(table)
-        others = [c.name for c in table.columns if c.name not in keys]
-        self.execute(statement.on_conflict_do_update(
-            index_elements=keys, set_={name: statement.excluded[name] for name in others}), rows)
 
     @staticmethod
     def is_conflict(exc: Exception) -> bool:

@@ -104,24 +104,24 @@ class FileSource(_Model):
 Source = Annotated[DatabaseSource | ApiSource | FileSource, Field(discriminator="type")]
 
 
-class DatabaseTarget(_Model):
+class _TableTarget(_Model):
+    can_merge: ClassVar[bool] = True
+    table: str = Field(description="Target table, created from the data when missing.")
+    primary_key: list[str] = Field(default_factory=list, description="Key columns (needed by merge).")
+
+
+class DatabaseTarget(_TableTarget):
     """A table of a SQL database: SQLite (the default) or PostgreSQL."""
 
-    can_merge: ClassVar[bool] = True
     type: Literal["database"] = "database"
     url: str = Field("sqlite:///batchyard.db", description="SQLAlchemy URL or block:NAME.")
-    table: str = Field(description="Target table, created from the data when missing.")
-    primary_key: list[str] = Field(default_factory=list, description="Key columns (needed by merge).")
 
 
-class WarehouseTarget(_Model):
+class WarehouseTarget(_TableTarget):
     """A table of a DuckDB file, the embedded warehouse."""
 
-    can_merge: ClassVar[bool] = True
     type: Literal["warehouse"] = "warehouse"
     path: str = Field("warehouse.duckdb", description="DuckDB database file.")
-    table: str = Field(description="Target table, created from the data when missing.")
-    primary_key: list[str] = Field(default_factory=list, description="Key columns (needed by merge).")
 
 
 class FileTarget(_Model):

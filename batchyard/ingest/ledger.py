@@ -16,30 +16,29 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from batchyard.engines.base import columns
 from batchyard.errors import BatchStateError
 
 metadata = sa.MetaData()
 
+
+def _counters(kind: type) -> list[sa.Column]:
+    """The success, failed and ignored counts a batch and a chunk keep."""
+    return columns("success failed ignored", kind, nullable=False, default=0)
+
+
 batches = sa.Table(
-    "batchyard_batches",
-    metadata,
+    "batchyard_batches", metadata,
     sa.Column("batch_id", sa.String(64), primary_key=True),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("schema_name", sa.Text, nullable=False),
-    sa.Column("target_table", sa.Text, nullable=False),
+    *columns("source schema_name target_table", nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("total", sa.BigInteger, nullable=False, default=0),
-    sa.Column("success", sa.BigInteger, nullable=False, default=0),
-    sa.Column("failed", sa.BigInteger, nullable=False, default=0),
-    sa.Column("ignored", sa.BigInteger, nullable=False, default=0),
-    sa.Column("chunk_size", sa.Integer),
-    sa.Column("chunks", sa.Integer),
+    *_counters(sa.BigInteger),
+    *columns("chunk_size chunks", sa.Integer),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True)),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    *columns("started_at finished_at", sa.DateTime(timezone=True)),
     sa.Column("flow_run_id", sa.String(64)),
-    sa.Column("rejects_file", sa.Text),
-    sa.Column("error", sa.Text),
+    *columns("rejects_file error"),
     sa.Column("error_code", sa.String(32)),
     sa.Column("options", sa.Text),
     sa.Column("owner", sa.String(200)),
@@ -49,31 +48,26 @@ batches = sa.Table(
 )
 
 chunks = sa.Table(
-    "batchyard_chunks",
-    metadata,
+    "batchyard_chunks", metadata,
     sa.Column("batch_id", sa.String(64), primary_key=True),
     sa.Column("chunk_index", sa.Integer, primary_key=True),
     sa.Column("first_row", sa.BigInteger, nullable=False),
     sa.Column("n_rows", sa.Integer, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("success", sa.Integer, nullable=False, default=0),
-    sa.Column("failed", sa.Integer, nullable=False, default=0),
-    sa.Column("ignored", sa.Integer, nullable=False, default=0),
+    *_counters(sa.Integer),
     sa.Column("error", sa.Text),
     sa.Column("error_code", sa.String(32)),
     sa.Column("committed_at", sa.DateTime(timezone=True)),
 )
 
 records = sa.Table(
-    "batchyard_records",
-    metadata,
+    "batchyard_records", metadata,
     sa.Column("batch_id", sa.String(64), primary_key=True),
     sa.Column("row_number", sa.BigInteger, primary_key=True),
     sa.Column("chunk_index", sa.Integer, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("error_code", sa.String(32), nullable=False),
-    sa.Column("error", sa.Text, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
+    *columns("status", sa.String(16), nullable=False),
+    *columns("error_code", sa.String(32), nullable=False),
+    *columns("error reason", nullable=False),
     sa.Column("retry_count", sa.Integer, nullable=False, default=0),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -133,24 +133,20 @@ def _unwrap(annotation: Any) -> tuple[Any, bool, list[Any]]:
             return annotation, nullable, metadata
 
 
+_CONSTRAINTS: dict[type, str] = {at.Ge: "ge", at.Gt: "gt", at.Le: "le", at.Lt: "lt",
+                                 at.MinLen: "min_length", at.MaxLen: "max_length"}
+"""annotated-types constraints and the ColumnSpec attribute each sets (of the same name)."""
+
+
 def _apply_metadata(spec: ColumnSpec, items: list[Any]) -> None:
     for item in items:
         if isinstance(item, FieldInfo):
             _apply_metadata(spec, list(item.metadata))
         elif isinstance(item, type) and item in (Lower, Upper, CollapseSpaces):
             spec.markers.add(item)
-        elif isinstance(item, at.Ge):
-            spec.ge = item.ge
-        elif isinstance(item, at.Gt):
-            spec.gt = item.gt
-        elif isinstance(item, at.Le):
-            spec.le = item.le
-        elif isinstance(item, at.Lt):
-            spec.lt = item.lt
-        elif isinstance(item, at.MinLen):
-            spec.min_length = item.min_length
-        elif isinstance(item, at.MaxLen):
-            spec.max_length = item.max_length
+        elif type(item) in _CONSTRAINTS:
+            name = _CONSTRAINTS[type(item)]
+            setattr(spec, name, getattr(item, name))
         elif type(item).__name__ == "StringConstraints":
             spec.min_length = item.min_length if item.min_length is not None else spec.min_length
             spec.max_length = item.max_length if item.max_length is not None else spec.max_length

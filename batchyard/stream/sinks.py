@@ -69,11 +69,8 @@ def result_tables(table: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table
         "batchyard_stream_windows", metadata,
         sa.Column("job", sa.String(200), primary_key=True),
         sa.Column("window_start", sa.BigInteger, primary_key=True),
-        sa.Column("window_end", sa.BigInteger, nullable=False),
-        sa.Column("events_in", sa.BigInteger, nullable=False),
-        sa.Column("events_out", sa.BigInteger, nullable=False),
-        sa.Column("late", sa.BigInteger, nullable=False),
-        sa.Column("invalid", sa.BigInteger, nullable=False),
+        *[sa.Column(name, sa.BigInteger, nullable=False)
+          for name in ("window_end", "events_in", "events_out", "late", "invalid")],
         sa.Column("committed_at", sa.DateTime(timezone=True), nullable=False),
     )
     state = sa.Table(

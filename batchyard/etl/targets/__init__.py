@@ -14,11 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+import pyarrow as pa
+
 from batchyard.errors import BatchyardError, ConfigurationError
 from batchyard.identifiers import check_identifier, quote
 
 if TYPE_CHECKING:
-    import pyarrow as pa
 
     from batchyard.etl.extract import Cursor
     from batchyard.etl.load import LoadJob
@@ -162,3 +163,36 @@ def swap_statements(table: str, staging: str, complete: bool) -> list[str]:
         return [f"DROP TABLE IF EXISTS {quote(staging)}"]
     return [f"DROP TABLE IF EXISTS {quote(table)}",
             f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}"]
+
+
+def column_kind(arrow_type: pa.DataType) -> str:
+    """The kind of column a table target makes for an Arrow type: boolean, integer, float,
+    timestamp, timestamptz (an aware timestamp), date, or text for anything else."""
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    if pa.types.is_integer(arrow_type):
+        return "integer"
+    if pa.types.is_floating(arrow_type):
+        return "float"
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamptz" if arrow_type.tz else "timestamp"
+    return "date" if pa.types.is_date(arrow_type) else "text"
+
+
+class TableTarget:
+    """What the two table targets (a database table, a DuckDB table) share: the spec they are
+    bound to, and a staging table of its own per run under replace."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def destination(self, run_id: str, disposition: WriteDisposition) -> str:
+        return staging_table(self.spec.table, run_id, disposition)
+
+    def prepare(self, job: LoadJob, schema: pa.Schema) -> None:
+        """Refuse a key the data lacks, then create or extend the table (`prepare_table`)."""
+        require_key_columns(job.key, schema)
+        self.prepare_table(job, schema)
+
+    def prepare_table(self, job: LoadJob, schema: pa.Schema) -> None:
+        raise NotImplementedError

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from batchyard.chunks import BATCH
 from batchyard.engines import safe_url, session
+from batchyard.engines.base import columns
 from batchyard.etl.extract import Cursor
 from batchyard.etl.state import (
     CURSOR_QUERY,
@@ -25,50 +26,41 @@ from batchyard.etl.state import (
     cursor_row,
     failure_rows,
 )
-from batchyard.etl.targets import LoadValidationError, require_key_columns, staging_table, swap_statements
+from batchyard.etl.targets import (
+    LoadValidationError,
+    TableTarget,
+    column_kind,
+    swap_statements,
+)
 from batchyard.identifiers import check_identifier, quote
 from batchyard.ingest.load import load_rows
 
 if TYPE_CHECKING:
     from batchyard.etl.load import LoadJob
-    from batchyard.etl.spec import DatabaseTarget, WriteDisposition
 
 _metadata = sa.MetaData()
 cursors = sa.Table(
     STATE_TABLE, _metadata,
-    sa.Column("pipeline_id", sa.Text, primary_key=True),
-    sa.Column("source_id", sa.Text, primary_key=True),
-    sa.Column("cursor_column", sa.Text, nullable=False),
-    sa.Column("cursor_kind", sa.Text, nullable=False),
-    sa.Column("cursor_value", sa.Text, nullable=False),
-    sa.Column("run_id", sa.Text),
-    sa.Column("updated_at", sa.Text),
+    *columns("pipeline_id source_id", primary_key=True),
+    *columns("cursor_column cursor_kind cursor_value", nullable=False),
+    *columns("run_id updated_at"),
 )
 failures = sa.Table(
     FAILED_TABLE, _metadata,
-    sa.Column("pipeline_id", sa.Text, nullable=False),
-    sa.Column("run_id", sa.Text, nullable=False),
-    sa.Column("source_id", sa.Text, nullable=False),
-    sa.Column("batch_index", sa.BigInteger, nullable=False),
-    sa.Column("n_rows", sa.BigInteger, nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("recorded_at", sa.Text),
+    *columns("pipeline_id run_id source_id", nullable=False),
+    *columns("batch_index n_rows", sa.BigInteger, nullable=False),
+    *columns("path", nullable=False),
+    *columns("error recorded_at"),
 )
 
 
+_SQL_TYPES = {"boolean": sa.Boolean, "integer": sa.BigInteger, "float": sa.Float,
+              "timestamp": sa.DateTime, "timestamptz": lambda: sa.DateTime(timezone=True),
+              "date": sa.Date, "text": sa.Text}
+
+
 def _sql_type(arrow_type: pa.DataType):
-    if pa.types.is_boolean(arrow_type):
-        return sa.Boolean()
-    if pa.types.is_integer(arrow_type):
-        return sa.BigInteger()
-    if pa.types.is_floating(arrow_type):
-        return sa.Float()
-    if pa.types.is_timestamp(arrow_type):
-        return sa.DateTime(timezone=arrow_type.tz is not None)
-    if pa.types.is_date(arrow_type):
-        return sa.Date()
-    return sa.Text()
+    return _SQL_TYPES[column_kind(arrow_type)]()
 
 
 def _sa_table(name: str, schema: pa.Schema, key: tuple[str, ...]) -> sa.Table:
@@ -78,22 +70,15 @@ def _sa_table(name: str, schema: pa.Schema, key: tuple[str, ...]) -> sa.Table:
     return sa.Table(check_identifier(name), metadata, *columns)
 
 
-class DatabaseEtlTarget:
+class DatabaseEtlTarget(TableTarget):
     """`EtlTarget` for a `DatabaseTarget` spec (`url` may name a saved SqlAlchemyConnector)."""
 
     block_fields: ClassVar[dict[str, str]] = {"url": "SqlAlchemyConnector"}
 
-    def __init__(self, spec: DatabaseTarget):
-        self.spec = spec
-
     def describe(self) -> str:
         return f"{safe_url(self.spec.url)} table {self.spec.table}"
 
-    def destination(self, run_id: str, disposition: WriteDisposition) -> str:
-        return staging_table(self.spec.table, run_id, disposition)
-
-    def prepare(self, job: LoadJob, schema: pa.Schema) -> None:
-        require_key_columns(job.key, schema)
+    def prepare_table(self, job: LoadJob, schema: pa.Schema) -> None:
         with session(self.spec.url, write=True) as current:
             if job.disposition == "replace":
                 current.sql(f"DROP TABLE IF EXISTS {quote(job.table)}")

@@ -14,30 +14,19 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow as pa
 
+from batchyard.etl import state
 from batchyard.etl.extract import Cursor
-from batchyard.etl.state import (
-    CURSOR_QUERY,
-    FAILED_COLUMNS,
-    FAILED_QUERY,
-    FAILED_TABLE,
-    STATE_TABLE,
-    FailedBatch,
-    cursor_from_rows,
-    cursor_row,
-    failure_rows,
-)
-from batchyard.etl.targets import require_key_columns, staging_table, swap_statements
+from batchyard.etl.targets import TableTarget, column_kind, swap_statements
 from batchyard.identifiers import quote
 
 if TYPE_CHECKING:
     from batchyard.etl.load import LoadJob
-    from batchyard.etl.spec import WarehouseTarget, WriteDisposition
 
 _STATE_DDL = [
-    f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (pipeline_id VARCHAR, source_id VARCHAR, "
+    f"CREATE TABLE IF NOT EXISTS {state.STATE_TABLE} (pipeline_id VARCHAR, source_id VARCHAR, "
     "cursor_column VARCHAR, cursor_kind VARCHAR, cursor_value VARCHAR, run_id VARCHAR, "
     "updated_at VARCHAR, PRIMARY KEY (pipeline_id, source_id))",
-    f"CREATE TABLE IF NOT EXISTS {FAILED_TABLE} (pipeline_id VARCHAR, run_id VARCHAR, "
+    f"CREATE TABLE IF NOT EXISTS {state.FAILED_TABLE} (pipeline_id VARCHAR, run_id VARCHAR, "
     "source_id VARCHAR, batch_index BIGINT, n_rows BIGINT, path VARCHAR, error VARCHAR, "
     "recorded_at VARCHAR)",
 ]
@@ -65,36 +54,23 @@ def duckdb_connection(path: str):
             connection.close()
 
 
+_DUCK_TYPES = {"boolean": "BOOLEAN", "integer": "BIGINT", "float": "DOUBLE", "timestamp": "TIMESTAMP",
+               "timestamptz": "TIMESTAMPTZ", "date": "DATE", "text": "VARCHAR"}
+
+
 def _duck_type(arrow_type: pa.DataType) -> str:
-    if pa.types.is_boolean(arrow_type):
-        return "BOOLEAN"
-    if pa.types.is_integer(arrow_type):
-        return "BIGINT"
-    if pa.types.is_floating(arrow_type):
-        return "DOUBLE"
-    if pa.types.is_timestamp(arrow_type):
-        return "TIMESTAMPTZ" if arrow_type.tz else "TIMESTAMP"
-    if pa.types.is_date(arrow_type):
-        return "DATE"
-    return "VARCHAR"
+    return _DUCK_TYPES[column_kind(arrow_type)]
 
 
-class WarehouseEtlTarget:
+class WarehouseEtlTarget(TableTarget):
     """`EtlTarget` for a `WarehouseTarget` spec (`path` may name a saved DuckDbWarehouse)."""
 
     block_fields: ClassVar[dict[str, str]] = {"path": "DuckDbWarehouse"}
 
-    def __init__(self, spec: WarehouseTarget):
-        self.spec = spec
-
     def describe(self) -> str:
         return f"duckdb {self.spec.path} table {self.spec.table}"
 
-    def destination(self, run_id: str, disposition: WriteDisposition) -> str:
-        return staging_table(self.spec.table, run_id, disposition)
-
-    def prepare(self, job: LoadJob, schema: pa.Schema) -> None:
-        require_key_columns(job.key, schema)
+    def prepare_table(self, job: LoadJob, schema: pa.Schema) -> None:
         with duckdb_connection(self.spec.path) as connection:
             if job.disposition == "replace":
                 connection.execute(f"DROP TABLE IF EXISTS {quote(job.table)}")
@@ -143,27 +119,27 @@ class WarehouseEtlTarget:
 
     def read_cursor(self, pipeline_id: str, source_id: str) -> Cursor | None:
         with duckdb_connection(self.spec.path) as connection:
-            rows = connection.execute(CURSOR_QUERY.format(p="?"), [pipeline_id, source_id]).fetchall()
-        return cursor_from_rows(rows)
+            rows = connection.execute(state.CURSOR_QUERY.format(p="?"), [pipeline_id, source_id]).fetchall()
+        return state.cursor_from_rows(rows)
 
     def save_cursor(self, pipeline_id: str, source_id: str, cursor: Cursor, run_id: str) -> None:
-        row = cursor_row(pipeline_id, source_id, cursor, run_id)
+        row = state.cursor_row(pipeline_id, source_id, cursor, run_id)
         with duckdb_connection(self.spec.path) as connection:
-            connection.execute(f"INSERT OR REPLACE INTO {STATE_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
+            connection.execute(f"INSERT OR REPLACE INTO {state.STATE_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
                                list(row.values()))
 
-    def record_failures(self, pipeline_id: str, run_id: str, failed: list[FailedBatch]) -> None:
+    def record_failures(self, pipeline_id: str, run_id: str, failed: list[state.FailedBatch]) -> None:
         if not failed:
             return
-        rows = failure_rows(pipeline_id, run_id, failed)
+        rows = state.failure_rows(pipeline_id, run_id, failed)
         with duckdb_connection(self.spec.path) as connection:
             connection.executemany(
-                f"INSERT INTO {FAILED_TABLE} (pipeline_id, run_id, source_id, batch_index, n_rows, "
+                f"INSERT INTO {state.FAILED_TABLE} (pipeline_id, run_id, source_id, batch_index, n_rows, "
                 "path, error, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [[r["pipeline_id"], r["run_id"], r["source_id"], r["batch_index"], r["n_rows"],
                   r["path"], r["error"], r["recorded_at"]] for r in rows])
 
     def failed_batches(self, pipeline_id: str) -> list[dict]:
         with duckdb_connection(self.spec.path) as connection:
-            rows = connection.execute(FAILED_QUERY.format(p="?"), [pipeline_id]).fetchall()
-        return [dict(zip(FAILED_COLUMNS, r, strict=True)) for r in rows]
+            rows = connection.execute(state.FAILED_QUERY.format(p="?"), [pipeline_id]).fetchall()
+        return [dict(zip(state.FAILED_COLUMNS, r, strict=True)) for r in rows]
