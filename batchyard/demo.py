@@ -21,7 +21,7 @@ BAD_KINDS = {
     19: ("age", "200"),
     31: ("signup_date", "2021-02-30"),
     43: ("id", "x17"),
-    59: ("name", ""),
+    59: ("name", None),  # missing: an empty unquoted cell
     71: ("country", "Germany"),
 }
 DUPLICATE_OFFSET = 83  # every 100th row at this offset repeats the previous row's id

@@ -113,6 +113,9 @@ def publish_summary(job: ImportJob, summary: dict) -> None:
              f"{summary['ignored']:,} ignored, of {summary['total']:,} records.", ""]
     if summary.get("error"):
         lines += [f"**Error:** {summary['error']}", ""]
+    lines += [f"**Warning:** {warning}" for warning in summary.get("warnings") or []]
+    if summary.get("warnings"):
+        lines.append("")
     if reasons:
         lines += ["## Commonest reasons", "", "| status | reason | records |", "|---|---|---|"]
         lines += [f"| {s} | {_cell(r)} | {n:,} |" for s, r, n in reasons] + [""]

@@ -119,7 +119,7 @@ def import_without_prefect(path, db: str, chunk_size: int = 3, schema: str = "us
     from batchyard.readers import SourceOptions
 
     job = resolve_job(str(path), schema, db, None, batch_id)
-    opts = SourceOptions(**options)
+    opts = SourceOptions(**{k: v for k, v in options.items() if v is not None})
     open_batch(job, chunk_size, opts)
     try:
         chunks, _, _ = plan_batch(job, opts, chunk_size)

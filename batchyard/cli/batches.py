@@ -56,6 +56,9 @@ def import_(
     delimiter: Annotated[str, typer.Option(help="CSV delimiter.")] = ",",
     encoding: Annotated[str, typer.Option(help="Text encoding.")] = "utf-8",
     sheet: Annotated[str | None, typer.Option(help="Excel sheet name.")] = None,
+    null_values: Annotated[str | None, typer.Option(
+        help="Comma-separated values that mean missing, e.g. 'NA,N/A,\\N' (an empty unquoted "
+             "cell always does).")] = None,
     rejects: Annotated[Path | None, typer.Option(help="Where to write rejected records.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     task_runner: TaskRunnerOption = "thread",
@@ -68,7 +71,8 @@ def import_(
     _check_runner(task_runner, dask_address)
     try:
         job, options = preflight(str(source), schema, resolve_db(db), table, batch_id, fmt,
-                                 delimiter, encoding, sheet, fresh)
+                                 delimiter, encoding, sheet, fresh,
+                                 null_values.split(",") if null_values else None)
     except BatchyardError as exc:
         fail(str(exc))
     from flows.batch_import import batch_import

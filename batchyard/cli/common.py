@@ -214,6 +214,8 @@ def print_summary(summary: dict, as_json: bool) -> None:
         typer.echo(f"  error: {summary['error']}")
     if summary.get("retry"):
         typer.echo("  retry: " + ", ".join(f"{k} {v:,}" for k, v in summary["retry"].items()))
+    for warning in summary.get("warnings") or []:
+        typer.echo(f"  warning: {warning}")
     if summary.get("stale"):
         typer.echo("  its process is gone: resume it with batchyard resume "
                    f"{summary['batch_id']}")

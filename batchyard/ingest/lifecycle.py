@@ -48,14 +48,16 @@ def check_startable(batch: dict | None, fresh: bool) -> None:
 
 def preflight(source: str, schema_name: str, db: str, table: str | None, batch_id: str | None,
               fmt: str | None, delimiter: str, encoding: str, sheet: str | None,
-              fresh: bool = False) -> tuple[ImportJob, SourceOptions]:
+              fresh: bool = False, null_values: list[str] | None = None,
+              ) -> tuple[ImportJob, SourceOptions]:
     """Every check that can refuse an import in one line before Prefect starts: the schema,
     the file (exists, format, header), the table name and the database connection.
 
     Returns the job and the source options; raises a BatchyardError saying what and where."""
     plan = load_schema(schema_name)
     try:
-        options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, sheet=sheet)
+        options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, sheet=sheet,
+                                null_values=null_values or [])
     except ValidationError as exc:
         first = exc.errors()[0]
         message = first["msg"].removeprefix("Value error, ")

@@ -26,6 +26,7 @@ SQL_TYPES = {
     "str": sa.Text,
     "date": sa.Date,
     "datetime": sa.DateTime,
+    "timestamptz": lambda: sa.DateTime(timezone=True),
     "decimal": sa.Float,
     "json": sa.Text,
 }
@@ -39,14 +40,16 @@ def _sql_type(kind: str, sole_key: bool):
 
 
 def target_table(plan: SchemaPlan, name: str) -> sa.Table:
-    """The table a schema loads into: its columns, key and derived columns, plus lineage.
+    """The table a schema loads into: its columns, key and derived columns, plus lineage. The
+    key comes from the data: no column gets a generated default (no SERIAL on PostgreSQL).
 
     Raises ConfigurationError for a table or column name that is not a plain identifier."""
     check_identifier(name)
     metadata = sa.MetaData()
     columns = [
         sa.Column(check_identifier(c.name, "column name"), _sql_type(c.kind, plan.key == (c.name,)),
-                  primary_key=c.name in plan.key, nullable=c.name not in plan.key)
+                  primary_key=c.name in plan.key, nullable=c.name not in plan.key,
+                  autoincrement=False)
         for c in plan.columns
     ]
     for name_, arrow_type in plan.derived.items():

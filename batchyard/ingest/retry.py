@@ -10,6 +10,7 @@ retry: total == success + failed + ignored (abandoned records count as failed).
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,13 +50,19 @@ class RetryResult:
 
 
 def _fixed_records(path: Path, fields: list[str]) -> Iterator[pa.Table]:
-    """A corrected rejects file: schema columns by name (any case) plus `_row_number`."""
+    """A corrected rejects file: schema columns by name (any case) plus `_row_number`. Every
+    column is read as text (so `007` stays `007`); an empty cell is missing and `""` an empty
+    string, as in an import."""
     try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
         reader = pcsv.open_csv(
-            str(path), convert_options=pcsv.ConvertOptions(strings_can_be_null=False),
-            read_options=pcsv.ReadOptions(block_size=8 << 20),
+            str(path), read_options=pcsv.ReadOptions(block_size=8 << 20),
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.string() for name in header}, null_values=[""],
+                strings_can_be_null=True, quoted_strings_can_be_null=False),
         )
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
         raise SourceError(f"{path}: cannot read the corrected file: {exc}") from None
     names = {n.strip().lower(): n for n in reader.schema.names}
     if "_row_number" not in names:

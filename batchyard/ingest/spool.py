@@ -121,9 +121,18 @@ def _spool(tables: Iterable[pa.Table], fields: list[str], directory: Path,
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     schema = record_schema(fields)
-    casted = (t.select(schema.names).cast(schema) for t in tables if t.num_rows)
+    casted = (_conform(t, schema) for t in tables if t.num_rows)
     for chunk in rebatch(casted, chunk_sizes):
         yield _write_chunk(chunk.combine_chunks(), directory, result)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The record table in the chunk schema: a field the source has no column for (an optional
+    one) is a column of nulls."""
+    for name in schema.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+    return table.select(schema.names).cast(schema)
 
 
 def _write_chunk(chunk: pa.Table, directory: Path, result: SourcePlan) -> ChunkRef:

@@ -38,7 +38,19 @@ def summary(batch: dict) -> dict:
         "error_code": batch.get("error_code"),
         "stale": batch["status"] == "running" and not owner_alive(batch.get("owner"),
                                                                   batch.get("heartbeat_at")),
+        "warnings": warnings(batch),
     }
+
+
+def warnings(batch: dict) -> list[str]:
+    """What a finished batch's counts suggest the user check: most records ignored as
+    duplicates means the key is probably not the column that identifies a record."""
+    total, ignored = batch["total"] or 0, batch["ignored"] or 0
+    if total and ignored * 2 > total:
+        return [f"{ignored:,} of {total:,} records ({ignored / total:.0%}) were ignored as duplicate "
+                f"keys of table {batch['target_table']}: is the schema's key right? "
+                "(set __batchyard_key__ on the model)"]
+    return []
 
 
 def batch_row(db: str, batch_id: str) -> dict:

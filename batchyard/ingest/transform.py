@@ -11,19 +11,28 @@ import pyarrow.compute as pc
 from batchyard.bytescan import contains_any, has_double_space
 from batchyard.chunks import ROW
 from batchyard.readers.base import as_text
-from batchyard.schemas.base import CollapseSpaces, Lower, SchemaPlan, Upper
+from batchyard.schemas.base import CollapseSpaces, ColumnSpec, Lower, SchemaPlan, Upper
+
+TEXT_KINDS = ("str", "json")
+"""Kinds whose value is the text itself: it keeps its whitespace unless the schema strips it.
+The others (numbers, booleans, dates, times) are parsed, and spaces around them are not data."""
 
 
-def normalise_column(values: pa.ChunkedArray | pa.Array, markers: set[type]) -> pa.ChunkedArray:
-    """Trim, apply case and spacing markers, and turn empty cells into nulls (missing values)."""
-    text = pc.utf8_trim_whitespace(as_text(values))
+def normalise_column(values: pa.ChunkedArray | pa.Array, spec: ColumnSpec) -> pa.ChunkedArray:
+    """One column as text for validation: trimmed where the value is parsed or the schema asks
+    for stripping, then the schema's case and spacing markers. A missing cell stays null and an
+    empty string stays an empty string: which is which was decided by the reader."""
+    text = as_text(values)
+    if spec.strip or spec.kind not in TEXT_KINDS:
+        text = pc.utf8_trim_whitespace(text)
+    markers = spec.markers
     if CollapseSpaces in markers and _has_inner_space_runs(text):
         text = pc.replace_substring_regex(text, r"\s+", " ")
     if Lower in markers:
         text = pc.utf8_lower(text)
     if Upper in markers:
         text = pc.utf8_upper(text)
-    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    return text
 
 
 def _has_inner_space_runs(text) -> bool:
@@ -40,7 +49,7 @@ def normalise(raw: pa.Table, plan: SchemaPlan) -> pa.Table:
     columns = {}
     for spec in plan.columns:
         if spec.name in raw.column_names:
-            columns[spec.name] = normalise_column(raw[spec.name], spec.markers)
+            columns[spec.name] = normalise_column(raw[spec.name], spec)
         else:
             columns[spec.name] = pa.nulls(raw.num_rows, pa.string())
     columns[ROW] = raw[ROW]

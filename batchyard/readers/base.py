@@ -34,6 +34,11 @@ class SourceOptions(BaseModel):
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter.")
     encoding: str = Field("utf-8", description="Text encoding of CSV and JSON Lines files.")
     sheet: str | None = Field(None, description="Excel sheet name; default: the first sheet.")
+    null_values: list[str] = Field(
+        default_factory=list,
+        description="Cell values that mean missing, besides an empty unquoted CSV cell (e.g. NA, N/A, \\N). "
+                    "In CSV only unquoted cells match; a quoted \"\" is always an empty string.",
+    )
 
     @field_validator("format")
     @classmethod
@@ -133,14 +138,28 @@ def records_batch(records: list[dict]) -> pa.RecordBatch:
 
 
 def as_text(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """Typed input (Parquet, Excel) becomes text so every source takes the same checks."""
+    """Typed input (Parquet, Excel) becomes text so every source takes the same checks.
+
+    Timestamps are written in ISO 8601 with their fraction of a second; an aware timestamp as
+    its UTC instant with a `Z`, so the same instant reads the same from every format."""
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
         return values
     if pa.types.is_null(values.type):
         return pc.cast(values, pa.string())
     if pa.types.is_timestamp(values.type):
-        return pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
+        if values.type.tz is None:
+            return pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
+        utc = pc.cast(values, pa.timestamp(values.type.unit, tz="UTC"))
+        return pc.binary_join_element_wise(pc.strftime(utc, format="%Y-%m-%dT%H:%M:%S"), "Z", "")
     return pc.cast(values, pa.string())
+
+
+def without_null_values(values: pa.ChunkedArray | pa.Array, null_values: list[str]):
+    """Text cells that spell a missing value (`--null-values`) become nulls."""
+    if not null_values:
+        return values
+    return pc.if_else(pc.is_in(values, value_set=pa.array(null_values, pa.string())),
+                      pa.scalar(None, pa.string()), values)
 
 
 def arrow_message(exc: Exception) -> str:

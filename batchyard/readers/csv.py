@@ -44,7 +44,9 @@ class CsvReader(Reader):
         return [name.lstrip("\ufeff").strip() for name in reader.schema.names]
 
     def records(self, mapping: dict[str, str], header: list[str]) -> Iterator[pa.Table]:
-        """Ragged rows are collected by Arrow's invalid-row handler and put back in row order."""
+        """An unquoted empty cell (or one of `--null-values`) is missing, a quoted one is an empty
+        string, as in PostgreSQL's CSV COPY; whitespace is kept (RFC 4180 §2.4). Ragged rows
+        are collected by Arrow's invalid-row handler and put back in row order."""
         path, options = self.path, self.options
         invalid: dict[int, str] = {}
         expected = len(header)
@@ -62,7 +64,8 @@ class CsvReader(Reader):
                                                 invalid_row_handler=on_invalid),
                 convert_options=pcsv.ConvertOptions(
                     column_types={name: pa.string() for name in header},
-                    strings_can_be_null=False, quoted_strings_can_be_null=False,
+                    null_values=["", *options.null_values],
+                    strings_can_be_null=True, quoted_strings_can_be_null=False,
                 ),
             )
         except pa.ArrowInvalid as exc:
@@ -94,7 +97,9 @@ class CsvReader(Reader):
         try:
             reader = pcsv.open_csv(
                 str(self.path), read_options=pcsv.ReadOptions(encoding=options.encoding),
-                parse_options=pcsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True))
+                parse_options=pcsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True),
+                convert_options=pcsv.ConvertOptions(null_values=["", *options.null_values],
+                                                    quoted_strings_can_be_null=False))
             yield from reader
         except pa.ArrowInvalid as exc:
             raise SourceError(f"{self.path}: {arrow_message(exc)}") from None

@@ -1,4 +1,5 @@
 """JSON Lines: one JSON object per line; a line that is not one becomes a parse-error record.
+A JSON null (or an absent key) is missing; "" is an empty string.
 
 Records carry their own keys, so there is no header to check: each schema field is looked up
 (case-insensitively) in every record."""
@@ -54,6 +55,7 @@ class JsonLinesReader(Reader):
             return table
 
         encoding = self.options.encoding
+        nulls = set(self.options.null_values)
         with self.path.open("r", encoding=encoding, errors="strict", newline="") as handle:
             line_no = 0
             while True:
@@ -83,7 +85,8 @@ class JsonLinesReader(Reader):
                     continue
                 record = {k.strip().lower(): v for k, v in record.items()}
                 for f in fields:
-                    buffer[f].append(json_text(record.get(f.lower())))
+                    text = json_text(record.get(f.lower()))
+                    buffer[f].append(None if text in nulls else text)
                 errors.append(None)
                 raws.append(None)
                 if len(rows) >= BLOCK_ROWS:

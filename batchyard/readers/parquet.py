@@ -9,7 +9,14 @@ import pyarrow.parquet as pq
 
 from batchyard.errors import SourceError
 from batchyard.readers import register
-from batchyard.readers.base import BLOCK_ROWS, Reader, arrow_message, as_text, record_table
+from batchyard.readers.base import (
+    BLOCK_ROWS,
+    Reader,
+    arrow_message,
+    as_text,
+    record_table,
+    without_null_values,
+)
 
 
 @register
@@ -30,10 +37,12 @@ class ParquetReader(Reader):
     def records(self, mapping: dict[str, str], header: list[str]) -> Iterator[pa.Table]:
         parquet = self._open()
         fields = list(mapping)
+        nulls = self.options.null_values
         next_row = 1
         try:
             for batch in parquet.iter_batches(batch_size=BLOCK_ROWS, columns=list(mapping.values())):
-                columns = {f: as_text(batch.column(mapping[f])) for f in fields}
+                columns = {f: without_null_values(as_text(batch.column(mapping[f])), nulls)
+                           for f in fields}
                 rows = list(range(next_row, next_row + batch.num_rows))
                 next_row += batch.num_rows
                 yield record_table(fields, columns, rows)

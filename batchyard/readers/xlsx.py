@@ -55,6 +55,7 @@ class ExcelReader(Reader):
         fields = list(mapping)
         positions = {f: header.index(mapping[f]) for f in fields}
         width = len([h for h in header if h])
+        nulls = set(self.options.null_values)
         book, sheet = self._open_sheet()
         buffer: dict[str, list] = {f: [] for f in fields}
         rows: list[int] = []
@@ -71,7 +72,7 @@ class ExcelReader(Reader):
                     continue
                 row += 1
                 rows.append(row)
-                cells = [cell_text(v) for v in values]
+                cells = [None if (text := cell_text(v)) in nulls else text for v in values]
                 beyond = [c for c in cells[len(header):] if c is not None]
                 for f in fields:
                     position = positions[f]
@@ -123,6 +124,9 @@ def cell_text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+            return value.isoformat() + "Z"
         return value.date().isoformat() if value.time() == dt.time(0) else value.isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()

@@ -16,8 +16,10 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import annotated_types as at
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, NaiveDatetime
 from pydantic.fields import FieldInfo
+
+from batchyard.errors import ConfigurationError
 
 
 class Lower:
@@ -33,13 +35,16 @@ class CollapseSpaces:
 
 
 class RecordSchema(BaseModel):
-    """Base for batchyard schemas; a plain `BaseModel` works too (key: `id` or the first field).
+    """Base for batchyard schemas; a plain `BaseModel` works too (key: `__batchyard_key__`, else
+    an `id` field; a model with neither is refused).
 
     Subclasses may set `__batchyard_key__` (key fields), `__batchyard_table__` (default target
     table) and override `derive` (vectorised derived columns, declared in `derived_columns`).
+    Text keeps its whitespace unless the model asks for stripping (`str_strip_whitespace` in
+    its `model_config`, or a field's `StringConstraints(strip_whitespace=True)`).
     """
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="ignore")
 
     derived_columns: ClassVar[dict[str, pa.DataType]] = {}
 
@@ -56,6 +61,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
     "date": pa.date32(),
     "datetime": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
     "decimal": pa.float64(),
     "json": pa.string(),
 }
@@ -78,6 +84,7 @@ class ColumnSpec:
     choices: tuple[str, ...] | None = None
     allow_inf_nan: bool = True
     markers: set[type] = field(default_factory=set)
+    strip: bool = False
     vectorised: bool = True
 
     @property
@@ -152,6 +159,8 @@ def _apply_metadata(spec: ColumnSpec, items: list[Any]) -> None:
             spec.max_length = item.max_length if item.max_length is not None else spec.max_length
             if item.pattern is not None:
                 spec.pattern = str(item.pattern)
+            if item.strip_whitespace:
+                spec.strip = True
             if item.to_lower:
                 spec.markers.add(Lower)
             if item.to_upper:
@@ -182,7 +191,9 @@ def _column_spec(name: str, info: FieldInfo) -> ColumnSpec:
         spec.vectorised = False
     elif base in KINDS:
         spec.kind = KINDS[base]
-    elif base is dt.datetime:
+    elif base is AwareDatetime:
+        spec.kind, spec.vectorised = "timestamptz", False
+    elif base in (dt.datetime, NaiveDatetime):
         spec.kind, spec.vectorised = "datetime", False
     else:
         spec.kind, spec.vectorised = ("decimal" if getattr(base, "__name__", "") == "Decimal"
@@ -198,9 +209,26 @@ def _has_custom_validators(model: type[BaseModel]) -> bool:
 
 
 def compile_plan(model: type[BaseModel], name: str | None = None) -> SchemaPlan:
+    """The plan of a pydantic model: its column specs, key and derived columns.
+
+    The key is `__batchyard_key__`, else a field named `id`; batchyard never picks one the user
+    did not name (keyed on a wrong column, most records would be ignored as duplicates).
+    Raises ConfigurationError for a model with neither."""
     columns = [_column_spec(n, f) for n, f in model.model_fields.items()]
     names = [c.name for c in columns]
-    key = tuple(getattr(model, "__batchyard_key__", ()) or (["id"] if "id" in names else names[:1]))
+    key = tuple(getattr(model, "__batchyard_key__", ()) or (["id"] if "id" in names else []))
+    if not key:
+        raise ConfigurationError(
+            f"schema {name or model.__name__}: no key: declare one with __batchyard_key__ = "
+            f"(\"{names[0] if names else 'column'}\",) on {model.__name__} (or give it an id field)"
+        )
+    unknown = [k for k in key if k not in names]
+    if unknown:
+        raise ConfigurationError(f"schema {name or model.__name__}: key column(s) {', '.join(unknown)} "
+                                 f"are not fields of {model.__name__}")
+    if model.model_config.get("str_strip_whitespace"):
+        for column in columns:
+            column.strip = True
     derived = dict(getattr(model, "derived_columns", {}) or {})
     vectorised = all(c.vectorised for c in columns) and not _has_custom_validators(model)
     return SchemaPlan(

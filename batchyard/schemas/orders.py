@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from batchyard.schemas.base import RecordSchema, Upper
 
@@ -44,6 +44,8 @@ def lookup(values: pa.ChunkedArray | pa.Array, mapping: dict[str, str], default:
 
 class Order(RecordSchema):
     """One order line. `total_amount`, `region` and `product_category` are derived on load."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     __batchyard_key__ = ("order_id",)
     __batchyard_table__ = "orders"

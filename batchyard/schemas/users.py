@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from batchyard.schemas.base import CollapseSpaces, Lower, RecordSchema, Upper
 
@@ -14,6 +14,8 @@ EMAIL_PATTERN = r"^[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}$"
 
 class User(RecordSchema):
     """A user account. Emails are stored lower-case, countries as ISO 3166 alpha-2 codes."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     __batchyard_key__ = ("id",)
     __batchyard_table__ = "users"

@@ -153,6 +153,8 @@ def test_custom_schema_from_module(tmp_path, sqlite_url, monkeypatch):
         from pydantic import BaseModel, Field
 
         class Product(BaseModel):
+            __batchyard_key__ = ("sku",)
+
             sku: str = Field(pattern=r"^P[0-9]+$")
             price: float = Field(gt=0)
             in_stock: bool = True

@@ -1,19 +1,44 @@
+from typing import Annotated
+
 import pyarrow as pa
 import pytest
+from pydantic import BaseModel, StringConstraints
 
 from batchyard.chunks import ROW
 from batchyard.ingest.transform import dedupe, normalise
 from batchyard.schemas import load_schema
+from batchyard.schemas.base import compile_plan
 
 
 @pytest.mark.parametrize(
     ("column", "value", "expected"),
     [("email", "  A@B.COM ", "a@b.com"), ("country", "de", "DE"),
-     ("name", " Ada \t  Lovelace ", "Ada Lovelace"), ("name", "   ", None), ("age", "", None)],
+     ("name", " Ada \t  Lovelace ", "Ada Lovelace"),
+     # users strips its text (str_strip_whitespace); an empty string is not a missing value
+     ("name", "   ", ""), ("age", "", ""), ("age", " 42 ", "42"), ("age", None, None)],
 )
 def test_normalise(column, value, expected):
     plan = load_schema("users")
-    raw = pa.table({column: [value], ROW: pa.array([1], pa.int64())})
+    raw = pa.table({column: pa.array([value], pa.string()), ROW: pa.array([1], pa.int64())})
+    assert normalise(raw, plan)[column].to_pylist() == [expected]
+
+
+class Plain(BaseModel):
+    id: int
+    note: str | None = None
+    stripped: Annotated[str, StringConstraints(strip_whitespace=True)] = ""
+
+
+@pytest.mark.parametrize(("column", "value", "expected"), [
+    ("note", "  padded  ", "  padded  "),  # text keeps its whitespace (RFC 4180 §2.4)
+    ("note", "", ""),
+    ("note", None, None),
+    ("stripped", "  padded  ", "padded"),  # unless the field asks for stripping
+    ("id", " 7 ", "7"),  # a parsed value: spaces around it are not data
+])
+def test_whitespace_is_kept_unless_the_schema_strips(column, value, expected):
+    plan = compile_plan(Plain)
+    raw = pa.table({column: pa.array([value], pa.string()), ROW: pa.array([1], pa.int64())})
     assert normalise(raw, plan)[column].to_pylist() == [expected]
 
 

@@ -33,9 +33,17 @@ def test_good_record_is_normalised_and_typed():
 
 
 def test_optional_fields_take_defaults():
-    result = run([{**GOOD, "age": "", "balance": " "}])
+    result = run([{**GOOD, "age": None, "balance": None}])
     assert result.valid.to_pylist()[0]["age"] is None
     assert result.valid.to_pylist()[0]["balance"] == 0.0
+
+
+def test_an_empty_string_is_a_value_not_a_missing_one():
+    """A quoted "" in a CSV (or "" in JSON): pydantic judges it as the value it is."""
+    result = run([{**GOOD, "age": "", "balance": ""}])
+    assert [(r.row_number, r.error) for r in result.rejects] == [(1, (
+        "age: Input should be a valid integer, unable to parse string as an integer (got ''); "
+        "balance: Input should be a valid number, unable to parse string as a number (got '')"))]
 
 
 @pytest.mark.parametrize(
@@ -43,9 +51,11 @@ def test_optional_fields_take_defaults():
     [
         ("id", "x1", "id: Input should be a valid integer, unable to parse string as an integer (got 'x1')"),
         ("id", "0", "id: Input should be greater than or equal to 1 (got '0')"),
-        ("id", "", "id: Field required"),
+        ("id", None, "id: Field required"),
+        ("id", "", "id: Input should be a valid integer, unable to parse string as an integer (got '')"),
         ("email", "no-at-sign", "email: String should match pattern"),
-        ("name", "", "name: Field required"),
+        ("name", None, "name: Field required"),
+        ("name", "", "name: String should have at least 1 character (got '')"),
         ("age", "151", "age: Input should be less than or equal to 150 (got '151')"),
         ("age", "4.5", "age: Input should be a valid integer, unable to parse string as an integer (got '4.5')"),
         ("country", "Germany", "country: String should match pattern '^[A-Z]{2}$' (got 'GERMANY')"),
