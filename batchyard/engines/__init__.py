@@ -105,9 +105,12 @@ def check_connection(db: str) -> None:
         raise ConfigurationError(f"cannot connect to {safe_url(normalise_url(db))}: {reason}") from None
 
 
+_NOT_ENGINES = {"base", "pgcopy"}
+
+
 def _load_engines() -> None:
     for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
+        if module.name not in _NOT_ENGINES:
             importlib.import_module(f"{__name__}.{module.name}")
 
 

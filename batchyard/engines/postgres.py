@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
-from batchyard.engines import register
+from batchyard.engines import pgcopy, register
 from batchyard.engines.base import OnConflictSql, Rows, add_column_sql
 from batchyard.identifiers import quote
 
@@ -23,6 +23,20 @@ def copy_csv(cursor, table: str, data: pa.Table) -> None:
     pcsv.write_csv(data, buffer, write_options=pcsv.WriteOptions(include_header=False))
     with cursor.copy(f"COPY {quote(table)} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
         copy.write(buffer.getbuffer())
+
+
+def copy_rows(cursor, table: str, data: pa.Table, types: dict[str, str]) -> None:
+    """COPY Arrow rows into a table in PostgreSQL's binary format when every column can be
+    encoded for its column's type (the server then parses nothing: about half its COPY time),
+    else as CSV. `types` maps the table's column names to their types."""
+    kinds = [types.get(name, "") for name in data.column_names]
+    payload = pgcopy.encode(data, kinds) if all(kinds) else None
+    if payload is None:
+        copy_csv(cursor, table, data)
+        return
+    names = ", ".join(quote(n) for n in data.column_names)
+    with cursor.copy(f"COPY {quote(table)} ({names}) FROM STDIN WITH (FORMAT binary)") as copy:
+        copy.write(payload)
 
 
 class PostgresSession(OnConflictSql):
@@ -40,6 +54,16 @@ class PostgresSession(OnConflictSql):
 
     def __init__(self, connection: sa.Connection):
         self.connection = connection
+        self._types: dict[str, dict[str, str]] = {}
+
+    def column_types(self, table: str) -> dict[str, str]:
+        """The table's column names and types (`format_type` spelling), asked once per session."""
+        if table not in self._types:
+            found = self.sql("SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
+                             "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+                             (quote(table),)).rows
+            self._types[table] = dict(found)
+        return self._types[table]
 
     def _cursor(self, name: str | None = None):
         return self.connection.connection.driver_connection.cursor(name=name)
@@ -68,8 +92,9 @@ class PostgresSession(OnConflictSql):
         return list(result.keys()), (list(p) for p in result.partitions(size))
 
     def ingest_into(self, name: str, data: pa.Table) -> None:
+        types = self.column_types(name)
         with self._cursor() as cursor:
-            copy_csv(cursor, name, data)
+            copy_rows(cursor, name, data, types)
 
     def stage(self, stage: str, like: str, data: pa.Table) -> str:
         with self._cursor() as cursor:
@@ -78,7 +103,9 @@ class PostgresSession(OnConflictSql):
                 "ON COMMIT DELETE ROWS"
             )
             cursor.execute(f"TRUNCATE {quote(stage)}")
-            copy_csv(cursor, stage, data)
+        types = self.column_types(stage)
+        with self._cursor() as cursor:
+            copy_rows(cursor, stage, data, types)
         return quote(stage)
 
     @staticmethod
@@ -91,6 +118,7 @@ class PostgresSession(OnConflictSql):
         metadata.create_all(self.connection, checkfirst=True)
 
     def add_column(self, table: str, column: sa.Column) -> None:
+        self._types.pop(table, None)
         self.sql(add_column_sql(table, column, self.connection.dialect))
 
     def describe(self, table: str) -> tuple[list[str], list[str]] | None:
