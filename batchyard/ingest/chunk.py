@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -31,7 +32,8 @@ def _work_slots() -> threading.BoundedSemaphore:
 def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     """Read, validate, transform and load one chunk; its rows and ledger entries commit together.
 
-    A chunk committed before (a resumed batch, a retried task) is skipped. Up to --max-parallel
+    A chunk committed before (a resumed batch, a retried task) is skipped. A committed chunk's
+    file is deleted at once, so the spool holds only the chunks still to load. Up to --max-parallel
     chunks are in flight, but only `work_slot_count()` do their CPU work at once: more threads
     than cores only fight over the GIL. The engine's housekeeping (SQLite's WAL checkpoint)
     runs after the work slot is freed, so it holds up no other chunk.
@@ -39,13 +41,26 @@ def process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     Raises whatever the database raised; the caller's retry policy decides what is transient."""
     with _work_slots():
         result = _process_chunk(job, ref)
+    with contextlib.suppress(OSError):  # committed: a resume spools the source afresh
+        os.unlink(ref.path)
     checkpoint(job.db)
     return result
 
 
+def _committed(job: ImportJob, ref: ChunkRef) -> bool:
+    with session(job.db) as connection:
+        return ref.index in ledger.committed_chunks(connection, job.batch_id)
+
+
 def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     plan = load_schema(job.schema_name)
-    prepared = prepare_chunk(plan, read_chunk(ref))
+    try:
+        raw = read_chunk(ref)
+    except FileNotFoundError:  # deleted once committed: this is a retry of a finished chunk
+        if _committed(job, ref):
+            return ChunkResult(ref.index, ref.n_rows, skipped=True)
+        raise
+    prepared = prepare_chunk(plan, raw)
     entries = prepared.entries
     with session(job.db, write=True) as connection:
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):

@@ -143,3 +143,18 @@ def test_ledger_counts_match_the_records_table(tmp_path, db_url):
     assert tuple(int(v) for v in chunk_sums) == (summary["success"], summary["failed"], summary["ignored"])
     assert rows(db_url, "select count(*) from users") == [(summary["success"],)]
     assert ledger.FINAL == ("completed", "failed", "cancelled")
+
+
+def test_a_chunk_file_is_deleted_once_its_chunk_commits(tmp_path, sqlite_url):
+    """The spool holds only what is still to load; a retried task of a committed chunk finds no
+    file and is skipped, not failed."""
+    from pathlib import Path
+
+    source = write_users(tmp_path / "u.csv", 10, bad=False)
+    job = resolve_job(str(source), "users", sqlite_url, None, "b-spool")
+    open_batch(job, 5, SourceOptions())
+    first, second = plan_batch(job, SourceOptions(), 5)[0]
+    result = process_chunk(job, first)
+    assert (result.success, Path(first.path).exists(), Path(second.path).exists()) == (5, False, True)
+    again = process_chunk(job, first)
+    assert again.skipped and rows(sqlite_url, "select count(*) from users") == [(5,)]
