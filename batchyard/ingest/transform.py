@@ -73,14 +73,10 @@ def dedupe(table: pa.Table, key: tuple[str, ...]) -> tuple[pa.Table, list[Duplic
     if firsts.num_rows == table.num_rows:
         return table, []
     keep = pc.is_in(table[ROW], value_set=firsts[f"{ROW}_min"])
-    dropped = table.filter(pc.invert(keep))
-    first_of = {
-        tuple(r[k] for k in key): r[f"{ROW}_min"] for r in firsts.to_pylist()
-    } if dropped.num_rows else {}
-    duplicates = [
-        Duplicate(r[ROW], first_of[tuple(r[k] for k in key)], {k: r[k] for k in key})
-        for r in dropped.select([*key, ROW]).to_pylist()
-    ]
+    dropped = table.filter(pc.invert(keep)).select([*key, ROW])
+    # only the dropped records' keys become Python objects, joined to their first row in Arrow
+    joined = dropped.join(firsts, keys=list(key), join_type="inner", use_threads=False).sort_by(ROW)
+    duplicates = [Duplicate(r[ROW], r[f"{ROW}_min"], {k: r[k] for k in key}) for r in joined.to_pylist()]
     return table.filter(keep), duplicates
 
 
