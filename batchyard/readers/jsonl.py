@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
 
 from batchyard.errors import SourceError
 from batchyard.readers import register
-from batchyard.readers.base import BLOCK_ROWS, Reader, record_table, records_batch
+from batchyard.readers.base import BLOCK_ROWS, Reader, record_table, records_batch, without_null_values
 
 RAW_LIMIT = 10_000
 """Characters of an invalid line kept as its raw text."""
@@ -39,23 +41,14 @@ class JsonLinesReader(Reader):
         return []
 
     def records(self, mapping: dict[str, str], header: list[str]) -> Iterator[pa.Table]:
+        """Lines are read in blocks; a block whose lines are all objects with text, boolean or
+        integer values is parsed by Arrow's JSON reader in one go, any other block line by line
+        (the same values either way)."""
         fields = list(mapping)
-        buffer: dict[str, list] = {f: [] for f in fields}
-        rows: list[int] = []
-        errors: list[str | None] = []
-        raws: list[str | None] = []
-        row = 0
-
-        def flush() -> pa.Table:
-            table = record_table(fields, {f: pa.array(v, pa.string()) for f, v in buffer.items()},
-                                 rows, errors, raws)
-            for values in buffer.values():
-                values.clear()
-            rows.clear(), errors.clear(), raws.clear()
-            return table
-
+        nulls = list(self.options.null_values)
         encoding = self.options.encoding
-        nulls = set(self.options.null_values)
+        block: list[tuple[int, str]] = []
+        row = 0
         with self.path.open("r", encoding=encoding, errors="strict", newline="") as handle:
             line_no = 0
             while True:
@@ -69,30 +62,44 @@ class JsonLinesReader(Reader):
                     break
                 line_no += 1
                 text = line.strip().lstrip("\ufeff")
-                if not text:
-                    continue
-                row += 1
-                rows.append(row)
-                try:
-                    record = json.loads(text)
-                    if not isinstance(record, dict):
-                        raise ValueError(f"expected a JSON object, found {type(record).__name__}")
-                except ValueError as exc:
-                    for values in buffer.values():
-                        values.append(None)
-                    errors.append(f"record: line {line_no}: invalid JSON: {str(exc).splitlines()[0]}")
-                    raws.append(text[:RAW_LIMIT])
-                    continue
-                record = {k.strip().lower(): v for k, v in record.items()}
-                for f in fields:
-                    text = json_text(record.get(f.lower()))
-                    buffer[f].append(None if text in nulls else text)
-                errors.append(None)
-                raws.append(None)
-                if len(rows) >= BLOCK_ROWS:
-                    yield flush()
-        if rows:
-            yield flush()
+                if text:
+                    block.append((line_no, text))
+                if len(block) >= BLOCK_ROWS:
+                    yield self._block(block, row, fields, nulls)
+                    row += len(block)
+                    block = []
+        if block:
+            yield self._block(block, row, fields, nulls)
+
+    def _block(self, block: list[tuple[int, str]], row: int, fields: list[str],
+               nulls: list[str]) -> pa.Table:
+        rows = list(range(row + 1, row + len(block) + 1))
+        fast = _parsed_at_once(block, fields)
+        if fast is not None:
+            return record_table(fields, {f: without_null_values(c, nulls) for f, c in fast.items()}, rows)
+        buffer: dict[str, list] = {f: [] for f in fields}
+        errors: list[str | None] = []
+        raws: list[str | None] = []
+        null_set = set(nulls)
+        for line_no, text in block:
+            try:
+                record = json.loads(text)
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, found {type(record).__name__}")
+            except ValueError as exc:
+                for values in buffer.values():
+                    values.append(None)
+                errors.append(f"record: line {line_no}: invalid JSON: {str(exc).splitlines()[0]}")
+                raws.append(text[:RAW_LIMIT])
+                continue
+            record = {k.strip().lower(): v for k, v in record.items()}
+            for f in fields:
+                value = json_text(record.get(f.lower()))
+                buffer[f].append(None if value in null_set else value)
+            errors.append(None)
+            raws.append(None)
+        return record_table(fields, {f: pa.array(v, pa.string()) for f, v in buffer.items()},
+                            rows, errors, raws)
 
     def arrow(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """A line holding a JSON value other than an object becomes the record {"value": ...}."""
@@ -111,6 +118,38 @@ class JsonLinesReader(Reader):
                     pending = []
         if pending:
             yield records_batch(pending)
+
+
+def _parsed_at_once(block: list[tuple[int, str]], fields: list[str]) -> dict | None:
+    """The block's fields as text columns when Arrow parses every line as an object whose
+    values are text, booleans or integers (what `json_text` gives them); else None."""
+    data = pa.py_buffer("\n".join(text for _, text in block).encode("utf-8"))
+    try:
+        table = pajson.read_json(data)
+        stamps = [f for f in table.schema if pa.types.is_timestamp(f.type)]
+        if stamps:  # JSON has no timestamps: Arrow took text for one; read that column as text
+            table = pajson.read_json(data, parse_options=pajson.ParseOptions(
+                explicit_schema=pa.schema([pa.field(f.name, pa.string()) for f in stamps])))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(block):
+        return None
+    by_lower = {name.strip().lower(): name for name in table.column_names}
+    if len(by_lower) != table.num_columns:
+        return None
+    columns = {}
+    for f in fields:
+        name = by_lower.get(f.lower())
+        if name is None:
+            continue
+        column = table[name]
+        kind = column.type
+        if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind):
+            column = pc.cast(column, pa.string())
+        elif not pa.types.is_string(kind):
+            return None
+        columns[f] = column
+    return columns
 
 
 def json_text(value: Any) -> str | None:
