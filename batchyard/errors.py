@@ -44,6 +44,20 @@ class BatchStateError(BatchyardError):
     code = CONFIGURATION_ERROR
 
 
+class RunNotCompleted(BatchyardError):
+    """A run that did its bookkeeping (ledger, summary, artifacts) and ended short of success:
+    a batch `failed` or `cancelled`, a retry that left records failing, an ETL run with failed
+    batches. Its flow run ends Failed (Cancelled when `cancelled`) with this as its result:
+    the message names what, the counts and how to carry on; `summary` is what it reports."""
+
+    def __init__(self, message: str, summary: dict, cancelled: bool = False):
+        super().__init__(message)
+        self.summary, self.cancelled = summary, cancelled
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.summary, self.cancelled)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Transient I/O problems are retried; anything batchyard itself raised is not."""
     return not isinstance(exc, BatchyardError | ValueError | TypeError | KeyError)

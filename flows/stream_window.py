@@ -1,13 +1,22 @@
 """stream-window: close the tumbling windows a stream job owes, one after another.
 
-The window comes from the job's watermark (or, on its first run, from the run's scheduled start),
-so a late or retried run closes exactly the window it owes. A run closes at most `max_windows`
-windows and then ends; the next scheduled run carries on from the watermark. With `loop` it waits
-for windows to come due instead of ending. `batchyard stream stop NAME` ends it after the
-current window.
+The window comes from the job's watermark (or, on its first run, from `job.start_from`: its
+source's earliest event by default, or the window the run's scheduled start owes), so a late or
+retried run closes exactly the window it owes. A run closes at most `max_windows` windows and
+then ends; the next scheduled run carries on from the watermark. With `loop` it waits for
+windows to come due instead of ending. `batchyard stream stop NAME` ends it after the current
+window.
+
+`python flows/stream_window.py` runs the job `local` on demo/stream.db, writing a few minutes of
+sample events into its `events` table when it has none, and aggregates them per minute into
+`stream_results`.
 """
 
 from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -45,5 +54,27 @@ def stream_window(job: StreamJob = StreamJob()) -> dict:
     return report.finish(stopped)
 
 
+def main() -> int:
+    """Close the sample job's due windows and say where the results are."""
+    from batchyard.engines import session
+    from batchyard.stream.sources import SqlTableSource
+
+    Path("demo").mkdir(exist_ok=True)
+    db = "sqlite:///demo/stream.db"
+    source = SqlTableSource(db, "events")  # creates the events table when missing
+    if source.earliest() is None:
+        now = int(time.time() * 1000)
+        with session(db, write=True) as current:
+            current.execute(source.table.insert(), [
+                {"key": f"page-{i % 3}", "value": float(i % 7), "ts": now - 300_000 + i * 1_000}
+                for i in range(300)])
+        print(f"wrote 300 sample events of the last 5 minutes to table events of {db}")
+    summary = stream_window(StreamJob(name="local", source_url=db, target_url=db))
+    print(f"stream job local: {summary['windows']} windows closed, {summary['events_in']} events in, "
+          f"{summary['events_out']} rows out to table stream_results of {db}, watermark "
+          f"{summary['watermark']}")
+    return 0
+
+
 if __name__ == "__main__":
-    stream_window(StreamJob(max_windows=1))
+    sys.exit(main())

@@ -131,3 +131,11 @@ def import_without_prefect(path, db: str, chunk_size: int = 3, schema: str = "us
     result = summary(close_batch(job))
     assert result["total"] == result["success"] + result["failed"] + result["ignored"]
     return result
+
+
+def run_to_end(flow, *args, **kwargs) -> tuple[dict, object]:
+    """Run a flow to its final state: the summary it reports (its result, or the one a Failed
+    or Cancelled run carries in its `RunNotCompleted`) and the state itself."""
+    state = flow(*args, return_state=True, **kwargs)
+    result = state.result(raise_on_failure=False)
+    return getattr(result, "summary", result), state

@@ -52,23 +52,27 @@ def insert_events(db, rows):
                         [dict(zip(("key", "value", "ts"), r, strict=True)) for r in rows])
 
 
-def test_sqlite_first_run_starts_at_the_scheduled_window_then_carries_on(sqlite_url, monkeypatch):
+def test_sqlite_first_run_from_latest_starts_at_the_scheduled_window_then_carries_on(sqlite_url,
+                                                                                     monkeypatch):
     insert_events(sqlite_url, [("a", 1, 9 * MIN), ("a", 2, 9 * MIN + 1), ("b", 4, 10 * MIN + 5),
                                ("old", 1, 2 * MIN), ("c", 8, 20 * MIN)])
-    job = StreamJob(name="sq", source_url=sqlite_url, target_url=sqlite_url, max_windows=5)
+    job = StreamJob(name="sq", source_url=sqlite_url, target_url=sqlite_url, max_windows=5,
+                    start_from="latest")
     scheduled_at(monkeypatch, 10 * MIN + 5_000)
     summary, run_id = run(job)
-    assert {k: summary[k] for k in ("windows", "events_in", "events_out", "late", "watermark",
-                                    "stopped")} == {
-        "windows": 5, "events_in": 3, "events_out": 2, "late": 1, "watermark": 14 * MIN,
-        "stopped": False}
+    # issue 14: the event before the job's first window is not "late", it is before its start
+    assert {k: summary[k] for k in ("windows", "events_in", "events_out", "late", "before_start",
+                                    "watermark", "stopped")} == {
+        "windows": 5, "events_in": 3, "events_out": 2, "late": 0, "before_start": 1,
+        "watermark": 14 * MIN, "stopped": False}
     found = artifacts(run_id)
     assert found["stream-sq-progress"]["data"] == 100.0
-    assert "5 of at most 5 windows, 3 events in, 2 out, 1 late" in found["stream-sq-progress"]["description"]
+    assert ("5 of at most 5 windows, 3 events in, 2 out, 0 late, lag" in found["stream-sq-progress"]["description"]
+            and "1 before the job's first window" in found["stream-sq-progress"]["description"])
     table = json.loads(found["stream-sq-windows"]["data"])
-    assert [(r["window_start"], r["events_in"], r["late"], r["committed"]) for r in table] == [
-        (9 * MIN, 2, 1, True), (10 * MIN, 1, 0, True), (11 * MIN, 0, 0, True),
-        (12 * MIN, 0, 0, True), (13 * MIN, 0, 0, True)]
+    assert [(r["window_start"], r["events_in"], r["late"], r["before_start"], r["committed"]) for r in table] == [
+        (9 * MIN, 2, 0, 1, True), (10 * MIN, 1, 0, 0, True), (11 * MIN, 0, 0, 0, True),
+        (12 * MIN, 0, 0, 0, True), (13 * MIN, 0, 0, 0, True)]
 
     scheduled_at(monkeypatch, 99 * MIN)  # the watermark wins over a later scheduled time
     summary, _ = run(job.model_copy(update={"max_windows": 7}))
