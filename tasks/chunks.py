@@ -51,7 +51,7 @@ def import_chunk_with_retries():
 def fail_chunk(job: ImportJob, ref: ChunkRef, exc: BaseException) -> None:
     """Record a chunk that exhausted its retries, with its error code and cause."""
     code = error_code(exc)
-    cause = f"{type(exc).__name__}: {exc}"
+    cause = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"  # one line
     if isinstance(exc, TaskRunTimeoutError):
         cause = (f"the chunk did not finish within {chunk_policy().timeout:g} s "
                  "(BATCHYARD_CHUNK_TIMEOUT)")

@@ -146,8 +146,9 @@ def load_job(run: EtlRun, refs: list[BatchRef]) -> LoadJob:
     path = save_schema(schema, Path(run.directory) / "schema.arrow")
     job = LoadJob(pipeline_id=run.pipeline_id, run_id=run.run_id, target=run.target,
                   disposition=run.disposition, schema_path=path)
-    target_for(job.target).prepare(job, schema)
-    return job
+    target = target_for(job.target)
+    target.prepare(job, schema)
+    return job.model_copy(update={"integer_columns": sorted(target.integer_columns(job))})
 
 
 def load(job: LoadJob, ref: BatchRef) -> int:
