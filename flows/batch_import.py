@@ -97,6 +97,7 @@ def batch_import(
 def main(argv: list[str]) -> int:
     """Import a file (or the sample) into demo/batchyard.db and say where everything is."""
     from batchyard.demo import write_users
+    from batchyard.prefect_runtime import run_locally
 
     demo = Path("demo")
     source = Path(argv[0]) if argv else demo / "users.csv"
@@ -105,11 +106,9 @@ def main(argv: list[str]) -> int:
         print(f"wrote a sample of 1,000 users (some deliberately bad) to {source}")
     db = f"sqlite:///{demo / 'batchyard.db'}"
     demo.mkdir(exist_ok=True)
-    state = batch_import(str(source.resolve()), db=db, return_state=True)
-    result = state.result(raise_on_failure=False)
-    summary = getattr(result, "summary", result)
+    state, summary = run_locally(batch_import, source=str(source.resolve()), db=db)
     if not isinstance(summary, dict):
-        print(f"the import failed: {result}", file=sys.stderr)
+        print(f"the import failed: {summary}", file=sys.stderr)
         return 1
     print(f"batch {summary['batch_id']}: {summary['status']}, {summary['success']:,} of "
           f"{summary['total']:,} records loaded into table {summary['table']} of {db}, "

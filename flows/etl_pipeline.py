@@ -112,6 +112,7 @@ def main(argv: list[str]) -> int:
     """Run a spec (or the local sample pipeline) and say where its records went."""
     from batchyard.demo import write_users
     from batchyard.etl.spec import PipelineSpec, load_spec
+    from batchyard.prefect_runtime import run_locally
 
     if argv:
         spec = load_spec(argv[0])
@@ -124,10 +125,7 @@ def main(argv: list[str]) -> int:
                             sources=[{"type": "file", "id": "users", "path": str(source.resolve())}],
                             target={"type": "warehouse", "path": str(Path("demo/warehouse.duckdb").resolve()),
                                     "table": "users"})
-    state = etl_pipeline(**{name: getattr(spec, name) for name in PipelineSpec.model_fields},
-                         return_state=True)
-    result = state.result(raise_on_failure=False)
-    result = getattr(result, "summary", result)
+    state, result = run_locally(etl_pipeline, **{n: getattr(spec, n) for n in PipelineSpec.model_fields})
     if not isinstance(result, dict):
         print(f"the pipeline failed: {result}", file=sys.stderr)
         return 1

@@ -63,6 +63,7 @@ def main(argv: list[str]) -> int:
     """Retry a batch of demo/batchyard.db and say what became of its failed records."""
     from batchyard.engines import session
     from batchyard.ingest.summary import list_batches, read_ledger
+    from batchyard.prefect_runtime import run_locally
     from flows.batch_import import batch_import
 
     db = "sqlite:///demo/batchyard.db"
@@ -78,21 +79,20 @@ def main(argv: list[str]) -> int:
 
             source = write_users(Path("demo/users.csv"), 1_000) if not Path("demo/users.csv").exists() \
                 else Path("demo/users.csv")
-            batch_import(str(source.resolve()), db=db, return_state=True)
+            run_locally(batch_import, source=str(source.resolve()), db=db)
             with session(db) as connection:
                 found = [b for b in list_batches(connection) if b["failed"]]
         batch_id = found[0]["batch_id"]
-    state = retry_failed(batch_id, db=db, return_state=True)
-    result = state.result(raise_on_failure=False)
-    summary = getattr(result, "summary", result)
+    state, summary = run_locally(retry_failed, batch_id=batch_id, db=db)
     if not isinstance(summary, dict):
-        print(f"the retry failed: {result}", file=sys.stderr)
+        print(f"the retry failed: {summary}", file=sys.stderr)
         return 1
     retried = summary["retry"]
     print(f"batch {batch_id} of {db}: {retried['retried']:,} failed records retried, "
           f"{retried['succeeded']:,} loaded, {retried['still_failed']:,} still failed, "
           f"{retried['abandoned']:,} abandoned; the batch has {summary['failed']:,} failed records")
-    print(f"list them: batchyard errors {batch_id} --db {db}")
+    print(f"list them: batchyard errors {batch_id} --db {db}; fix them in a copy of the rejects file and "
+          f"retry with: batchyard retry {batch_id} --db {db} --from FIXED.csv")
     return 0 if state.is_completed() else 3
 
 

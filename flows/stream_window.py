@@ -22,7 +22,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from batchyard.stream.job import StreamJob
-from batchyard.stream.window import is_due, to_ms
+from batchyard.stream.window import is_due, iso, to_ms
 from tasks.stream import (
     StreamReport,
     close_window,
@@ -57,6 +57,7 @@ def stream_window(job: StreamJob = StreamJob()) -> dict:
 def main() -> int:
     """Close the sample job's due windows and say where the results are."""
     from batchyard.engines import session
+    from batchyard.prefect_runtime import run_locally
     from batchyard.stream.sources import SqlTableSource
 
     Path("demo").mkdir(exist_ok=True)
@@ -69,10 +70,14 @@ def main() -> int:
                 {"key": f"page-{i % 3}", "value": float(i % 7), "ts": now - 300_000 + i * 1_000}
                 for i in range(300)])
         print(f"wrote 300 sample events of the last 5 minutes to table events of {db}")
-    summary = stream_window(StreamJob(name="local", source_url=db, target_url=db))
-    print(f"stream job local: {summary['windows']} windows closed, {summary['events_in']} events in, "
-          f"{summary['events_out']} rows out to table stream_results of {db}, watermark "
-          f"{summary['watermark']}")
+    state, summary = run_locally(stream_window, job=StreamJob(name="local", source_url=db, target_url=db))
+    if not isinstance(summary, dict):
+        print(f"the stream job failed: {summary}", file=sys.stderr)
+        return 1
+    until = iso(summary["watermark"]) if summary["watermark"] else "-"
+    print(f"stream job local: {summary['windows']} windows closed (up to {until}), "
+          f"{summary['events_in']} events in, {summary['events_out']} rows out to table "
+          f"stream_results of {db}")
     return 0
 
 

@@ -15,7 +15,7 @@ import typer
 
 from batchyard import temporary_server
 from batchyard.errors import BatchyardError
-from batchyard.prefect_runtime import RECORDER_IN_BATCHES
+from batchyard.prefect_runtime import LOCAL_SETTINGS
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -40,11 +40,7 @@ def prefect_environment() -> None:
     No network here and none needed: telemetry off. For the temporary server of ephemeral
     mode: a generous start-up timeout (a loaded machine), and task-run states recorded in
     batches. Settings the user gave are kept."""
-    for name, value in {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        **RECORDER_IN_BATCHES,
-    }.items():
+    for name, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **LOCAL_SETTINGS}.items():
         os.environ.setdefault(name, value)
 
 

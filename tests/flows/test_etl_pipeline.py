@@ -266,7 +266,7 @@ def test_deployment_parameters_in_prefect_yaml_are_valid():
     parameters = etl_pipeline.validate_parameters(deployment["parameters"])
     assert (parameters["pipeline_id"], parameters["sources"][0].cursor_column, parameters["target"].type) == (
         "nightly-orders", "updated_at", "warehouse")
-    assert deployment["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC"}]
+    assert deployment["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": False}]
 
 
 @pytest.mark.slow
