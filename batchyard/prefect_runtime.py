@@ -137,13 +137,17 @@ def run_flow_cleanly(flow, parameters: dict):
 LOCAL_SETTINGS = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", **RECORDER_IN_BATCHES}
 
 
-def run_locally(flow, **parameters) -> tuple[Any, Any]:
+def run_locally(flow, **parameters) -> tuple[Any, dict]:
     """Run a flow from a terminal (`python flows/NAME.py`) as the CLI does: with the settings
     above (unless the environment sets them), ending cleanly.
 
-    Returns the final state, and what the run reports: its result, or the summary a run that
-    fell short carries (`RunNotCompleted.summary`), or the error of a run that failed."""
+    Returns the final state and what the run reports: its result, or the summary a run that
+    fell short carries (`RunNotCompleted.summary`).
+
+    Raises:
+        SystemExit: (1) after printing the error, for a run that failed with no summary."""
     import os
+    import sys
 
     from prefect import settings as prefect_settings
     from prefect.settings import temporary_settings
@@ -153,4 +157,8 @@ def run_locally(flow, **parameters) -> tuple[Any, Any]:
     with temporary_settings(updates=updates):
         state = run_flow_cleanly(flow, parameters)
     result = state.result(raise_on_failure=False)
-    return state, getattr(result, "summary", result)
+    result = getattr(result, "summary", result)
+    if not isinstance(result, dict):
+        print(f"error: {flow.name} failed: {result}", file=sys.stderr)
+        raise SystemExit(1)
+    return state, result

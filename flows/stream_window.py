@@ -71,9 +71,6 @@ def main() -> int:
                 for i in range(300)])
         print(f"wrote 300 sample events of the last 5 minutes to table events of {db}")
     state, summary = run_locally(stream_window, job=StreamJob(name="local", source_url=db, target_url=db))
-    if not isinstance(summary, dict):
-        print(f"the stream job failed: {summary}", file=sys.stderr)
-        return 1
     until = iso(summary["watermark"]) if summary["watermark"] else "-"
     print(f"stream job local: {summary['windows']} windows closed (up to {until}), "
           f"{summary['events_in']} events in, {summary['events_out']} rows out to table "

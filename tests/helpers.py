@@ -139,3 +139,16 @@ def run_to_end(flow, *args, **kwargs) -> tuple[dict, object]:
     state = flow(*args, return_state=True, **kwargs)
     result = state.result(raise_on_failure=False)
     return getattr(result, "summary", result), state
+
+
+def recorded_state(state):
+    """The flow run's state as the Prefect API has it (what the UI and automations see)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def fetch():
+        async with get_client() as client:
+            return (await client.read_flow_run(state.state_details.flow_run_id)).state
+
+    return asyncio.run(fetch())

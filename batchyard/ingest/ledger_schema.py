@@ -38,10 +38,8 @@ batches = sa.Table(
               server_default=sa.false()),
     # what a batch is doing now (spooling, loading, closing, finished), the records of its
     # committed chunks (its progress), and its attempts with the seconds they took together
-    sa.Column("stage", sa.String(16)),
-    sa.Column("processed", sa.BigInteger),
-    sa.Column("attempts", sa.Integer),
-    sa.Column("work_seconds", sa.Float),
+    sa.Column("stage", sa.String(16)), sa.Column("processed", sa.BigInteger),
+    sa.Column("attempts", sa.Integer), sa.Column("work_seconds", sa.Float),
 )
 
 attempts = sa.Table(
@@ -50,8 +48,7 @@ attempts = sa.Table(
     sa.Column("attempt", sa.Integer, primary_key=True),
     *columns("kind status", sa.String(16), nullable=False),
     sa.Column("flow_run_id", sa.String(64)),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    *columns("started_at finished_at", sa.DateTime(timezone=True)),
     sa.Column("seconds", sa.Float),
 )
 

@@ -17,7 +17,15 @@ from batchyard import faults
 from batchyard.demo import expected_counts, write_users
 from batchyard.ingest.lifecycle import request_stop
 from flows.batch_import import batch_import
-from tests.helpers import batchyard_command, cli_env, latest_artifact, refuse_ids, rows, run_to_end
+from tests.helpers import (
+    batchyard_command,
+    cli_env,
+    latest_artifact,
+    recorded_state,
+    refuse_ids,
+    rows,
+    run_to_end,
+)
 
 
 def start_paused(tmp_path: Path, api: str, source: Path, db: str, batch_id: str, point: str):
@@ -131,6 +139,13 @@ def test_stop_between_chunks_then_resume(tmp_path, sqlite_url):
     worker.join(120)
     stopped = outcome["summary"]
     assert stopped["status"] == "cancelled" and outcome["state"].is_cancelled()
+    recorded = recorded_state(outcome["state"])  # issue 14: Cancelled in Prefect too, not Completed
+    done_before = stopped["success"] + stopped["failed"] + stopped["ignored"]
+    assert recorded.type.value == "CANCELLED"
+    assert recorded.message == (
+        f"batch stop-me cancelled (stopped on request) after {done_before:,} of 2,000 records: "
+        f"{stopped['success']:,} loaded, {stopped['failed']:,} failed, {stopped['ignored']:,} ignored; "
+        f"resume it with: batchyard resume stop-me --db {sqlite_url}")
     committed = rows(sqlite_url, "select count(*), coalesce(sum(success + failed + ignored), 0) "
                                  "from batchyard_chunks where status='committed'")[0]
     assert 2 <= committed[0] < 20

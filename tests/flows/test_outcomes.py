@@ -3,7 +3,6 @@ API, durations over attempts, failed-chunk causes, progress and stage, failure r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -18,24 +17,13 @@ from batchyard.ingest.summary import batch_summary, failure_reasons, metrics, re
 from flows.batch_import import batch_import
 from flows.etl_pipeline import etl_pipeline
 from flows.retry_failed import retry_failed
-from tests.helpers import fix_rejects, latest_artifact, refuse_ids, rows, run_to_end
+from tests.helpers import fix_rejects, latest_artifact, recorded_state, refuse_ids, rows, run_to_end
 
 runner = CliRunner()
 
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def api_state(state):
-    """The flow run's state as the Prefect API has it (what the UI and automations see)."""
-    from prefect.client.orchestration import get_client
-
-    async def fetch():
-        async with get_client() as client:
-            return (await client.read_flow_run(state.state_details.flow_run_id)).state
-
-    return asyncio.run(fetch())
 
 
 def test_a_failed_batch_ends_its_run_failed_with_its_counts_and_chunk_causes(tmp_path, sqlite_url,
@@ -46,7 +34,7 @@ def test_a_failed_batch_ends_its_run_failed_with_its_counts_and_chunk_causes(tmp
     summary, state = run_to_end(batch_import, str(source), db=sqlite_url, chunk_size=100,
                                 batch_id="f-1")
     cause = "PROCESSING_ERROR: InternalError: INTERNAL: failed to execute: maintenance"
-    recorded = api_state(state)
+    recorded = recorded_state(state)
     assert recorded.type.value == "FAILED"
     assert recorded.message == (
         f"batch f-1 failed: 200 of 300 records loaded, 100 failed, 0 ignored; 1 chunk(s) failed: "
@@ -105,7 +93,7 @@ def test_a_retry_that_leaves_records_failing_ends_failed_and_lists_only_what_sti
 
     fixed = fix_rejects(first["rejects_file"], tmp_path / "fixed.csv", fix_age)
     summary, state = run_to_end(retry_failed, "r-1", db=sqlite_url, from_file=str(fixed))
-    recorded = api_state(state)
+    recorded = recorded_state(state)
     assert recorded.type.value == "FAILED"
     assert recorded.message.startswith(
         "retry of batch r-1: 12 records retried, 2 loaded, 0 ignored, 10 still failed, 0 abandoned after "
@@ -134,7 +122,7 @@ def test_an_etl_run_with_a_failed_batch_ends_failed(tmp_path):
                          sources=[{"type": "database", "id": "db", "url": source, "table": "events"}],
                          target={"type": "database", "url": target, "table": "events"},
                          return_state=True)
-    recorded = api_state(state)
+    recorded = recorded_state(state)
     assert recorded.type.value == "FAILED"
     assert recorded.message.startswith("pipeline bad-load: 5 of 10 records did not load (1 failed batch(es): "
                                        "db#1: load: LoadValidationError: ")
