@@ -58,6 +58,35 @@ class RunNotCompleted(BatchyardError):
         return type(self), (self.args[0], self.summary, self.cancelled)
 
 
+class CarriedError(Exception):
+    """An error whose own class cannot cross a process boundary (a database driver's exception
+    with keyword-only arguments fails to unpickle): its class name (`kind`) and message, so that
+    a process pool or a Dask cluster hands back what happened, not a TypeError of unpickling."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self):
+        return type(self), (self.kind, self.args[0])
+
+
+def portable(exc: Exception) -> Exception:
+    """`exc` itself when it survives pickling, else a CarriedError that says the same."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return CarriedError(type(exc).__name__, str(exc))
+    return exc
+
+
+def kind_of(exc: BaseException) -> str:
+    """The name of the error's class (the original one, for a CarriedError)."""
+    return getattr(exc, "kind", None) or type(exc).__name__
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Transient I/O problems are retried; anything batchyard itself raised is not."""
     return not isinstance(exc, BatchyardError | ValueError | TypeError | KeyError)

@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from prefect.task_engine import TaskRunTimeoutError
 
 from batchyard.chunks import ChunkRef
-from batchyard.errors import error_code
+from batchyard.errors import error_code, kind_of, portable
 from batchyard.ingest import chunk, lifecycle
 from batchyard.ingest.job import ChunkResult, ImportJob
 from batchyard.ingest.summary import final_report
@@ -39,7 +39,13 @@ def import_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     so it is in no parameter a process pool or a Dask cluster receives."""
     if job.db.startswith(BLOCK_PREFIX):
         job = job.model_copy(update={"db": database_url(job.db)})
-    return chunk.process_chunk(job, ref)
+    try:
+        return chunk.process_chunk(job, ref)
+    except Exception as exc:  # what happened must survive the trip back from a worker
+        carried = portable(exc)
+        if carried is exc:
+            raise
+        raise carried from None
 
 
 def import_chunk_with_retries():
@@ -51,7 +57,7 @@ def import_chunk_with_retries():
 def fail_chunk(job: ImportJob, ref: ChunkRef, exc: BaseException) -> None:
     """Record a chunk that exhausted its retries, with its error code and cause."""
     code = error_code(exc)
-    cause = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"  # one line
+    cause = f"{kind_of(exc)}: {(str(exc).strip().splitlines() or [''])[0]}"  # one line
     if isinstance(exc, TaskRunTimeoutError):
         cause = (f"the chunk did not finish within {chunk_policy().timeout:g} s "
                  "(BATCHYARD_CHUNK_TIMEOUT)")

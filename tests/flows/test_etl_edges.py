@@ -84,7 +84,6 @@ def test_a_value_that_does_not_fit_the_existing_column_is_refused_not_rounded(tm
             else:
                 assert state.is_completed() and summary["successful_records"] == 1
         if kind == "postgresql":
-            target = {**target, "table": "things"}
             found = rows(url, f"SELECT id, amount FROM {table} ORDER BY id")
         else:
             found = _read(kind, target)
