@@ -130,3 +130,35 @@ def run_flow_cleanly(flow, parameters: dict):
         return state
     finally:
         shutdown(state.state_details.flow_run_id if state is not None else None)
+
+
+# What a `batchyard` command sets before it imports Prefect (`batchyard.cli.common`), for a
+# temporary server on a loaded machine: a generous start-up time, task-run states in batches.
+LOCAL_SETTINGS = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", **RECORDER_IN_BATCHES}
+
+
+def run_locally(flow, **parameters) -> tuple[Any, dict]:
+    """Run a flow from a terminal (`python flows/NAME.py`) as the CLI does: with the settings
+    above (unless the environment sets them), ending cleanly.
+
+    Returns the final state and what the run reports: its result, or the summary a run that
+    fell short carries (`RunNotCompleted.summary`).
+
+    Raises:
+        SystemExit: (1) after printing the error, for a run that failed with no summary."""
+    import os
+    import sys
+
+    from prefect import settings as prefect_settings
+    from prefect.settings import temporary_settings
+
+    updates = {getattr(prefect_settings, name): value for name, value in LOCAL_SETTINGS.items()
+               if name not in os.environ}
+    with temporary_settings(updates=updates):
+        state = run_flow_cleanly(flow, parameters)
+    result = state.result(raise_on_failure=False)
+    result = getattr(result, "summary", result)
+    if not isinstance(result, dict):
+        print(f"error: {flow.name} failed: {result}", file=sys.stderr)
+        raise SystemExit(1)
+    return state, result

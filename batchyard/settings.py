@@ -27,6 +27,20 @@ class BatchyardSettings(BaseSettings):
         None, ge=1, description="Chunks doing CPU work at once in one process (default: cores)."
     )
     sqlite_busy_timeout: float = Field(60.0, description="Seconds a writer waits for SQLite's lock.")
+    pg_lock_timeout: float = Field(
+        60.0, ge=0, description="Seconds a PostgreSQL statement waits for a lock (0: no limit).")
+    pg_statement_timeout: float = Field(
+        600.0, ge=0, description="Seconds a PostgreSQL statement may run (0: no limit).")
+    http_timeout: float = Field(30.0, gt=0, description="Seconds per HTTP request of an ETL api source.")
+    redis_timeout: float = Field(30.0, gt=0, description="Seconds a Redis command may take.")
+    chunk_timeout: float = Field(
+        900.0, ge=0, description="Seconds a chunk task may take before it fails TIMEOUT_ERROR (0: no limit).")
+    etl_extract_timeout: float = Field(
+        3600.0, ge=0, description="Seconds an ETL extract task may take (0: no limit).")
+    etl_transform_timeout: float = Field(
+        900.0, ge=0, description="Seconds an ETL transform task may take (0: no limit).")
+    etl_load_timeout: float = Field(
+        900.0, ge=0, description="Seconds an ETL load task may take (0: no limit).")
     etl_retry_scale: float = Field(
         1.0, ge=0, description="Factor on the ETL transform and load retry delays (tests shorten them)."
     )

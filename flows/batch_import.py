@@ -3,10 +3,19 @@
 extract (spool the source into chunks) → validate, transform and load each chunk in parallel
 (threads, processes or a Dask cluster) →
 report (counts, reasons, rejects file). A chunk that fails after its retries is recorded and
-the others go on; the batch can then be resumed with the same batch id.
+the others go on; the batch can then be resumed with the same batch id. A batch that ends
+failed or cancelled ends its flow run Failed or Cancelled, once its ledger, summary and
+artifacts are written.
+
+`python flows/batch_import.py [FILE]` imports FILE (default: a sample of 1,000 users, written
+to demo/users.csv when it is not there) into SQLite at demo/batchyard.db.
 """
 
 from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -14,7 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from batchyard.errors import BatchyardError
 from batchyard.ingest.job import resolve_job
 from batchyard.ingest.lease import BatchLease
-from batchyard.ingest.lifecycle import fail_batch
+from batchyard.ingest.lifecycle import fail_batch, not_completed
 from batchyard.readers import SourceOptions
 from batchyard.sizing import DEFAULT_CHUNK_SIZE, ChunkSize
 from blocks.database import database_url
@@ -26,6 +35,7 @@ from tasks.chunks import (
     spool_chunks,
 )
 from tasks.concurrency import submit_bounded
+from tasks.outcome import final_state
 from tasks.reporting import BatchProgress, publish_summary
 from tasks.runners import TaskRunnerName, chunks_in_flight, open_runner
 
@@ -44,18 +54,24 @@ def batch_import(
     rejects_file: str | None = None,
     task_runner: TaskRunnerName = "thread",  # where chunk tasks run: thread, process or dask
     dask_address: str | None = None,  # scheduler of an existing Dask cluster (task_runner dask)
-) -> dict:
-    """Import `source` into `table` of `db` as batch `batch_id` (new when not given)."""
+):
+    """Import `source` into `table` of `db` as batch `batch_id` (new when not given); returns
+    the batch's summary, or a Failed (Cancelled) state holding it when the batch did not
+    complete."""
+    started = dt.datetime.now(dt.UTC)  # the attempt's start: a wait for the lock counts
     job = resolve_job(source, schema_name, database_url(db), table, batch_id)
     with open_runner(task_runner, dask_address, max_parallel) as runner:
-        batch = open_batch(job, chunk_size, options, fresh)
+        batch = open_batch(job, chunk_size, options, fresh, started)
         with BatchLease(job) as lease:
+            progress = BatchProgress(job, batch)
+            spooled = spool_chunks.submit(job, options, chunk_size)
+            progress.publish()  # stage "spooling", while the source is spooled
             try:
-                chunks, total, warnings = spool_chunks(job, options, chunk_size)
+                chunks, total, warnings = spooled.result()
             except BatchyardError as exc:  # the file is refused before anything is written
                 fail_batch(job, str(exc), exc.code)
                 raise
-            progress = BatchProgress(job, total, batch)
+            progress.planned(total)
             for warning in warnings:
                 progress.logger.warning(warning)
 
@@ -73,8 +89,32 @@ def batch_import(
             progress.finish()
 
             summary = close_batch(job, cancelled=lease.stopped, rejects_file=rejects_file)
+            progress.closed(summary)
     publish_summary(job, summary)
-    return summary
+    return final_state(summary, not_completed(summary, db))
+
+
+def main(argv: list[str]) -> int:
+    """Import a file (or the sample) into demo/batchyard.db and say where everything is."""
+    from batchyard.demo import write_users
+    from batchyard.prefect_runtime import run_locally
+
+    demo = Path("demo")
+    source = Path(argv[0]) if argv else demo / "users.csv"
+    if not argv and not source.exists():
+        write_users(source, 1_000)
+        print(f"wrote a sample of 1,000 users (some deliberately bad) to {source}")
+    db = f"sqlite:///{demo / 'batchyard.db'}"
+    demo.mkdir(exist_ok=True)
+    state, summary = run_locally(batch_import, source=str(source.resolve()), db=db)
+    print(f"batch {summary['batch_id']}: {summary['status']}, {summary['success']:,} of "
+          f"{summary['total']:,} records loaded into table {summary['table']} of {db}, "
+          f"{summary['failed']:,} failed, {summary['ignored']:,} ignored")
+    if summary.get("rejects_file"):
+        print(f"rejected records: {summary['rejects_file']}")
+    print(f"more: batchyard status {summary['batch_id']} --db {db}")
+    return 0 if state.is_completed() else 3
+
 
 if __name__ == "__main__":
-    batch_import("demo/users.csv", db="sqlite:///demo/batchyard.db")
+    sys.exit(main(sys.argv[1:]))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.task_engine import TaskRunTimeoutError
 
 from batchyard.chunks import ChunkRef
-from batchyard.errors import error_code
+from batchyard.errors import error_code, kind_of, portable
 from batchyard.ingest import chunk, lifecycle
 from batchyard.ingest.job import ChunkResult, ImportJob
-from batchyard.ingest.summary import summary
+from batchyard.ingest.summary import final_report
 from batchyard.readers import SourceOptions
 from batchyard.sizing import ChunkSize
 from blocks.database import BLOCK_PREFIX, database_url
@@ -18,8 +21,10 @@ from tasks.policies import BOOKKEEPING, chunk_policy
 
 
 @task(name="open-batch", cache_policy=NO_CACHE)
-def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions, fresh: bool = False) -> dict:
-    return lifecycle.open_batch(job, chunk_size, options, flow_run_id=flow_run.get_id(), fresh=fresh)
+def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions, fresh: bool = False,
+               started_at: dt.datetime | None = None) -> dict:
+    return lifecycle.open_batch(job, chunk_size, options, flow_run_id=flow_run.get_id(), fresh=fresh,
+                                started_at=started_at)
 
 
 @task(name="spool-chunks", cache_policy=NO_CACHE)
@@ -34,7 +39,13 @@ def import_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     so it is in no parameter a process pool or a Dask cluster receives."""
     if job.db.startswith(BLOCK_PREFIX):
         job = job.model_copy(update={"db": database_url(job.db)})
-    return chunk.process_chunk(job, ref)
+    try:
+        return chunk.process_chunk(job, ref)
+    except Exception as exc:  # what happened must survive the trip back from a worker
+        carried = portable(exc)
+        if carried is exc:
+            raise
+        raise carried from None
 
 
 def import_chunk_with_retries():
@@ -44,11 +55,16 @@ def import_chunk_with_retries():
 
 @task(name="fail-chunk", cache_policy=NO_CACHE, **BOOKKEEPING.options())
 def fail_chunk(job: ImportJob, ref: ChunkRef, exc: BaseException) -> None:
-    """Record a chunk that exhausted its retries, with its error code."""
+    """Record a chunk that exhausted its retries, with its error code and cause."""
     code = error_code(exc)
-    chunk.fail_chunk(job, ref, f"{code}: {type(exc).__name__}: {exc}", code)
+    cause = f"{kind_of(exc)}: {(str(exc).strip().splitlines() or [''])[0]}"  # one line
+    if isinstance(exc, TaskRunTimeoutError):
+        cause = (f"the chunk did not finish within {chunk_policy().timeout:g} s "
+                 "(BATCHYARD_CHUNK_TIMEOUT)")
+    chunk.fail_chunk(job, ref, f"{code}: {cause}", code)
 
 
 @task(name="close-batch", cache_policy=NO_CACHE, **BOOKKEEPING.options())
 def close_batch(job: ImportJob, cancelled: bool = False, rejects_file: str | None = None) -> dict:
-    return summary(lifecycle.close_batch(job, cancelled, rejects_file))
+    """The final summary, with the batch's attempts and failed chunks."""
+    return final_report(job.db, lifecycle.close_batch(job, cancelled, rejects_file))

@@ -14,20 +14,32 @@ from batchyard.etl.load import LoadJob
 from batchyard.etl.run import EtlRun, Outcome
 from batchyard.etl.spec import Source, TransformSpec
 from blocks.etl import resolve_source
-from tasks.policies import ETL_EXTRACT, ETL_STEP, etl_load_policy, etl_transform_policy
+from tasks.policies import ETL_STEP, etl_extract_policy, etl_load_policy, etl_transform_policy
 
 
-@task(name="extract-source", task_run_name="extract-{source.id}", cache_policy=NO_CACHE,
-      **ETL_EXTRACT.options())
+@task(name="check-transforms", cache_policy=NO_CACHE, **ETL_STEP.options())
+def check_transforms(sources: list[Source], spec: TransformSpec) -> None:
+    """Transform steps that name columns a source does not produce fail the run up front."""
+    etl.check_transforms([resolve_source(s)[0] if s.type == "database" else s for s in sources], spec)
+
+
+@task(name="extract-source", task_run_name="extract-{source.id}", cache_policy=NO_CACHE)
 def extract_source(run: EtlRun, source: Source, batch_size: int) -> Extracted:
     resolved, auth = resolve_source(source)
     return etl.extract(run, resolved, batch_size, auth)
 
 
+def extract_with_retries():
+    """The extract task with its policy (and time limit), read at run time."""
+    return extract_source.with_options(**etl_extract_policy().options())
+
+
 @task(name="transform-batch", task_run_name="transform-{ref.source_id}-{ref.index}",
       cache_policy=NO_CACHE)
-def transform_batch(run: EtlRun, ref: BatchRef, spec: TransformSpec, version: str) -> BatchRef:
-    return etl.transform(run, ref, spec, version)
+def transform_batch(run: EtlRun, ref: BatchRef, spec: TransformSpec, version: str,
+                    own: dict[str, TransformSpec | None] | None = None) -> BatchRef:
+    """`own`: each source's own steps, by source id."""
+    return etl.transform(run, ref, spec, version, (own or {}).get(ref.source_id))
 
 
 @task(name="load-batch", task_run_name="load-{ref.source_id}-{ref.index}", cache_policy=NO_CACHE)

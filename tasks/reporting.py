@@ -28,18 +28,23 @@ def artifact_key(batch_id: str, suffix: str) -> str:
 
 
 class BatchProgress:
-    """Counts chunk results as they arrive and mirrors them to a progress artifact and the log.
+    """Counts chunk results as they arrive and mirrors them to a progress artifact and the log,
+    with the batch's stage: spooling, loading, closing, then how it finished.
 
-    The artifact is updated at most once per `interval` seconds (and at the end): each update is
-    a round trip and a database write on the server, which shares the machine's cores with the
-    import; the UI polls no faster than that anyway."""
+    The percentage is of the records whose chunk committed: a chunk that failed as a whole
+    counts its records as failed but not as done (a resume loads them), so a batch whose
+    chunks all failed stays at 0 %. The artifact is updated at most once per `interval`
+    seconds (and at each stage): each update is a round trip and a database write on the
+    server, which shares the machine's cores with the import; the UI polls no faster."""
 
-    def __init__(self, job: ImportJob, total: int, already: dict, interval: float = 1.0):
+    def __init__(self, job: ImportJob, already: dict, interval: float = 1.0):
         self.job = job
-        self.total = total
+        self.total = 0
+        self.stage = "spooling"
         self.success = already.get("success", 0)
         self.failed = already.get("failed", 0)
         self.ignored = already.get("ignored", 0)
+        self.chunk_failed = 0
         self.logger = get_run_logger()
         self.interval, self._shown_at = interval, time.monotonic()
         self.artifact_id = None
@@ -57,16 +62,27 @@ class BatchProgress:
 
     @property
     def processed(self) -> int:
-        return self.success + self.failed + self.ignored
+        """Records of committed chunks."""
+        return self.success + self.failed + self.ignored - self.chunk_failed
 
     @property
     def percent(self) -> float:
-        return round(100.0 * self.processed / self.total, 2) if self.total else 100.0
+        if not self.total:
+            return 100.0 if self.stage == "completed" else 0.0
+        return round(100.0 * min(self.processed, self.total) / self.total, 2)
 
     @property
     def description(self) -> str:
+        in_chunks = (f"; {self.chunk_failed:,} of them in chunks that failed as a whole"
+                     if self.chunk_failed else "")
         return (f"Batch {self.job.batch_id}: {self.processed:,} of {self.total:,} records "
-                f"({self.success:,} loaded, {self.failed:,} failed, {self.ignored:,} ignored)")
+                f"({self.success:,} loaded, {self.failed:,} failed, {self.ignored:,} ignored"
+                f"{in_chunks}); stage: {self.stage}")
+
+    def planned(self, total: int) -> None:
+        """The source is spooled: `total` records to load."""
+        self.total, self.stage = total, "loading"
+        self._show(final=True)
 
     def _show(self, final: bool = False) -> None:
         if self.artifact_id is None:
@@ -87,11 +103,20 @@ class BatchProgress:
         self.logger.info("chunk %d done: %s%% (%s)", result.index, self.percent, self.description)
 
     def finish(self) -> None:
-        """The last state, whatever the throttle held back (a stopped batch ends short of 100 %)."""
+        """Every chunk is in: the counts whatever the throttle held back, stage closing."""
+        self.stage = "closing"
+        self._show(final=True)
+
+    def closed(self, summary: dict) -> None:
+        """How the batch finished (a stopped batch ends short of 100 %)."""
+        self.stage = summary["status"]
+        self.success, self.failed, self.ignored = (summary[k] for k in ("success", "failed", "ignored"))
+        self.chunk_failed = sum(c["records"] for c in summary.get("failed_chunks", []))
         self._show(final=True)
 
     def add_failed_chunk(self, index: int, n_rows: int, error: str) -> None:
         self.failed += n_rows
+        self.chunk_failed += n_rows
         self._show()
         self.logger.error("chunk %d failed after its retries: %s", index, error)
 
@@ -116,8 +141,15 @@ def publish_summary(job: ImportJob, summary: dict) -> None:
     lines += [f"**Warning:** {warning}" for warning in summary.get("warnings") or []]
     if summary.get("warnings"):
         lines.append("")
+    if summary.get("failed_chunks"):
+        lines += ["## Chunks that failed as a whole", "",
+                  "Their records are counted as failed; resume the batch to load them.", "",
+                  "| chunk | rows | records | error code | cause |", "|---|---|---|---|---|"]
+        lines += [f"| {c['chunk']} | {c['first_row']}-{c['last_row']} | {c['records']:,} | "
+                  f"{c['error_code']} | {_cell(c['cause'])} |" for c in summary["failed_chunks"]] + [""]
     if reasons:
-        lines += ["## Commonest reasons", "", "| status | reason | records |", "|---|---|---|"]
+        lines += ["## Commonest reasons (records still failed or ignored)", "",
+                  "| status | reason | records |", "|---|---|---|"]
         lines += [f"| {s} | {_cell(r)} | {n:,} |" for s, r, n in reasons] + [""]
     if samples:
         lines += ["## Sample rejected rows", "", "| row | error | values |", "|---|---|---|"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from batchyard.chunks import ChunkRef
 from batchyard.ingest import retry
@@ -13,8 +16,8 @@ from tasks.policies import chunk_policy
 
 
 @task(name="begin-retry", cache_policy=NO_CACHE)
-def begin_retry(job: ImportJob) -> dict:
-    return retry.begin_retry(job)
+def begin_retry(job: ImportJob, started_at: dt.datetime | None = None) -> dict:
+    return retry.begin_retry(job, flow_run.get_id(), started_at)
 
 
 @task(name="spool-failed", cache_policy=NO_CACHE)

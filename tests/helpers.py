@@ -131,3 +131,24 @@ def import_without_prefect(path, db: str, chunk_size: int = 3, schema: str = "us
     result = summary(close_batch(job))
     assert result["total"] == result["success"] + result["failed"] + result["ignored"]
     return result
+
+
+def run_to_end(flow, *args, **kwargs) -> tuple[dict, object]:
+    """Run a flow to its final state: the summary it reports (its result, or the one a Failed
+    or Cancelled run carries in its `RunNotCompleted`) and the state itself."""
+    state = flow(*args, return_state=True, **kwargs)
+    result = state.result(raise_on_failure=False)
+    return getattr(result, "summary", result), state
+
+
+def recorded_state(state):
+    """The flow run's state as the Prefect API has it (what the UI and automations see)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def fetch():
+        async with get_client() as client:
+            return (await client.read_flow_run(state.state_details.flow_run_id)).state
+
+    return asyncio.run(fetch())

@@ -25,7 +25,8 @@ def test_every_flow_is_deployed_with_the_expected_settings():
     stream = DEPLOYMENTS["stream-window"]
     assert stream["schedules"] == [{"interval": 60}]
     assert stream["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
-    assert DEPLOYMENTS["etl-pipeline"]["schedules"][0]["cron"] == "0 2 * * *"
+    assert DEPLOYMENTS["etl-pipeline"]["schedules"] == [  # ships paused (issue 14): orders-db is the user's
+        {"cron": "0 2 * * *", "timezone": "UTC", "active": False}]
     assert DEPLOYMENTS["batch-import"]["schedules"] == []
     assert CONFIG["pull"] == [{"prefect.deployments.steps.set_working_directory": {
         "directory": "{{ $BATCHYARD_HOME }}"}}]
@@ -71,3 +72,5 @@ def test_serve_declares_the_stream_schedule_and_concurrency():
     assert stream.schedules[0].schedule.interval.total_seconds() == 60
     assert stream.concurrency_limit == 1
     assert stream.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+    (nightly,) = served["etl-pipeline"].schedules
+    assert (nightly.schedule.cron, nightly.active) == ("0 2 * * *", False)

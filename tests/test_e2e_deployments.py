@@ -167,7 +167,8 @@ def test_pool_queues_and_deployments(stack):
     assert stream["global_concurrency_limit"]["limit"] == 1
     assert stream["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
     assert [s["schedule"]["interval"] for s in stream["schedules"]] == [60.0]
-    assert [s["schedule"]["cron"] for s in deployments["etl-pipeline"]["schedules"]] == ["0 2 * * *"]
+    assert [(s["schedule"]["cron"], s["active"]) for s in deployments["etl-pipeline"]["schedules"]] == [
+        ("0 2 * * *", False)]  # paused until its source block exists
     if stack["database"]:  # the server really keeps its state in the PostgreSQL database
         import sqlalchemy as sa
 

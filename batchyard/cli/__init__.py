@@ -18,6 +18,24 @@ from batchyard.cli import batches, etl, samples, stream
 from batchyard.cli.common import EXIT_ERROR, prefect_environment
 from batchyard.errors import BatchyardError
 
+
+def _flags_without_a_type() -> None:
+    """typer 0.29 labels every option with its type in `--help`, flags included (`--json
+    <bool>`); a flag takes no value, so it is shown without one."""
+    from typer.core import TyperOption
+
+    typed = TyperOption.display_type_rich
+    if getattr(typed, "batchyard", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else typed(self, ctx)
+
+    display_type_rich.batchyard = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_a_type()
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reliable bulk record imports as Prefect flows.")
 

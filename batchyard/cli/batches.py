@@ -1,5 +1,6 @@
-"""The batch commands: `import`, `status`, `resume`, `retry`, `stop`, `list`, `errors` and
-`metrics` (the batch-import and retry-failed flows, and the ledger)."""
+"""The batch commands: `import`, `status`, `resume`, `retry`, `stop`, `cancel`, `list`, `errors`
+and `metrics` (the batch-import and retry-failed flows, and the ledger). The commands that only
+look (`status`, `list`, `errors`, `metrics`) create nothing, not even a database file."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ from batchyard.cli.common import (
 from batchyard.errors import BatchyardError
 from batchyard.sizing import DEFAULT_CHUNK_SIZE
 
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+MaxParallelOption = Annotated[int, typer.Option(help=(
+    "Chunks in flight at once, at least 1 (on threads at most one more than the cores)."))]
+
 
 def register(app: typer.Typer) -> None:
     """Add the batch commands to `app`, in the order `batchyard --help` lists them."""
@@ -35,6 +40,7 @@ def register(app: typer.Typer) -> None:
     app.command()(resume)
     app.command()(retry)
     app.command()(stop)
+    app.command()(cancel)
     app.command("list")(list_)
     app.command()(errors)
     app.command()(metrics)
@@ -48,9 +54,9 @@ def import_(
     chunk_size: Annotated[str, typer.Option(
         help="Records per chunk, or auto (from the machine's load, chunk by chunk).")] = str(
             DEFAULT_CHUNK_SIZE),
-    max_parallel: Annotated[int, typer.Option(min=1, help=(
-        "Chunks in flight at once (on threads at most one more than the cores)."))] = 10,
-    batch_id: Annotated[str | None, typer.Option(help="Resume or name this batch.")] = None,
+    max_parallel: MaxParallelOption = 10,
+    batch_id: Annotated[str | None, typer.Option(help=(
+        "Resume or name this batch: letters, digits, hyphens, underscores."))] = None,
     fresh: Annotated[bool, typer.Option(help="Run a completed batch again.")] = False,
     fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl, parquet, xlsx.")] = None,
     delimiter: Annotated[str, typer.Option(help="CSV delimiter.")] = ",",
@@ -68,6 +74,7 @@ def import_(
     from batchyard.ingest.lifecycle import preflight
 
     size = _chunk_size(chunk_size)
+    _at_least_one("--max-parallel", max_parallel)
     _check_runner(task_runner, dask_address)
     try:
         job, options = preflight(str(source), schema, resolve_db(db), table, batch_id, fmt,
@@ -97,6 +104,11 @@ def _check_runner(name: str, dask_address: str | None) -> None:
         fail(str(exc))
 
 
+def _at_least_one(option: str, value: int) -> None:
+    if value < 1:
+        fail(f"{option} must be at least 1, not {value}")
+
+
 def _chunk_size(text: str) -> int | str:
     if text == "auto":
         return text
@@ -110,7 +122,7 @@ def status(
     db: Annotated[str, typer.Option(help="Database URL holding the ledger.")] = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show a batch's status, counts and progress."""
+    """Show a batch's status and stage, counts, progress, attempts and failed chunks."""
     from batchyard.ingest.summary import batch_summary
 
     try:
@@ -128,14 +140,19 @@ def _safe(db: str) -> str:
     return safe_url(db)
 
 
-def _existing_batch(url: str, batch_id: str, fresh: bool):
-    """The ledger row of a batch that may start now, and the job to run it; else exit 1."""
+def _existing_batch(url: str, batch_id: str, fresh: bool, as_json: bool = False):
+    """The ledger row of a batch that may start now, and the job to run it; else exit 1. A
+    completed batch, unless `fresh`, is printed and the command ends with 0: resuming a batch
+    until it is done can be repeated."""
     from batchyard.ingest.job import ImportJob
     from batchyard.ingest.lifecycle import check_startable
-    from batchyard.ingest.summary import batch_row
+    from batchyard.ingest.summary import batch_row, summary
 
     try:
         batch = batch_row(url, batch_id)
+        if batch["status"] == "completed" and not fresh:
+            print_summary(summary(batch), as_json)
+            raise typer.Exit(0)
         check_startable(batch, fresh=fresh)
     except BatchyardError as exc:
         fail(str(exc))
@@ -147,19 +164,20 @@ def _existing_batch(url: str, batch_id: str, fresh: bool):
 def resume(
     batch_id: Annotated[str, typer.Argument(help="A batch that did not complete.")],
     db: DbOption = DEFAULT_DB,
-    max_parallel: Annotated[int, typer.Option(min=1, help=(
-        "Chunks in flight at once (on threads at most one more than the cores)."))] = 10,
+    max_parallel: MaxParallelOption = 10,
     as_json: JsonOption = False,
     task_runner: TaskRunnerOption = "thread",
     dask_address: DaskAddressOption = None,
 ) -> None:
-    """Carry on a batch that failed, was stopped or crashed: committed chunks are kept."""
+    """Carry on a batch that failed, was stopped or crashed: committed chunks are kept. A
+    completed batch is left as it is: its summary is printed and the command exits 0."""
     from batchyard.readers import SourceOptions
     from flows.batch_import import batch_import
 
+    _at_least_one("--max-parallel", max_parallel)
     _check_runner(task_runner, dask_address)
     url = resolve_db(db)
-    batch, job = _existing_batch(url, batch_id, fresh=False)
+    batch, job = _existing_batch(url, batch_id, fresh=False, as_json=as_json)
     options = SourceOptions.model_validate_json(batch["options"] or "{}")
     state = run_flow(batch_import, source=job.source, schema_name=job.schema_name,
                      db=db_parameter(db, url),
@@ -174,12 +192,14 @@ def retry(
     db: DbOption = DEFAULT_DB,
     from_file: Annotated[Path | None, typer.Option(
         "--from", help="A corrected rejects file (keeps its _row_number column).")] = None,
-    max_retries: Annotated[int, typer.Option(min=1, help="Abandon records after this many.")] = 3,
+    max_retries: Annotated[int, typer.Option(help="Abandon records after this many (at least 1).")] = 3,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-validate and load a batch's failed records (the retry-failed flow)."""
+    """Re-validate and load a batch's failed records (the retry-failed flow); exits 3 when
+    some are still failing."""
     from flows.retry_failed import retry_failed
 
+    _at_least_one("--max-retries", max_retries)
     if from_file is not None and not from_file.is_file():
         fail(f"{from_file}: no such file")
     url = resolve_db(db)
@@ -194,7 +214,8 @@ def stop(
     batch_id: Annotated[str, typer.Argument(help="A running batch.")],
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Stop a running batch after the chunks in flight; it ends `cancelled` and can be resumed."""
+    """Stop a running batch after the chunks in flight; it ends `cancelled` and can be resumed.
+    (A batch that is not running is cancelled with `batchyard cancel`.)"""
     from batchyard.ingest.lifecycle import request_stop
 
     try:
@@ -204,21 +225,36 @@ def stop(
     typer.echo(f"stop requested for batch {batch_id}: it ends after the chunks in flight")
 
 
+def cancel(
+    batch_id: Annotated[str, typer.Argument(help="A failed or pending batch (not running).")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Mark a batch that is not running cancelled (a failed, pending, or crashed one); it can
+    still be resumed. (A running batch is stopped with `batchyard stop`.)"""
+    from batchyard.ingest.lifecycle import cancel_batch
+
+    try:
+        batch = cancel_batch(resolve_db(db), batch_id)
+    except BatchyardError as exc:
+        fail(str(exc))
+    typer.echo(f"batch {batch_id} is cancelled ({batch['success']:,} of {batch['total']:,} records "
+               f"loaded); resume it with: batchyard resume {batch_id}")
+
+
 def list_(
     db: DbOption = DEFAULT_DB,
-    status_filter: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    status_filter: Annotated[str | None, typer.Option("--status", help=(
+        "Only this status: " + ", ".join(STATUSES) + "."))] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Batches with their status, counts, progress and duration."""
-    from batchyard.engines import check_connection, session
-    from batchyard.ingest import ledger
-    from batchyard.ingest.summary import list_batches, summary
+    from batchyard.ingest.summary import list_batches, read_ledger, summary
 
+    if status_filter is not None and status_filter not in STATUSES:
+        fail(f"unknown status {status_filter!r}: use {', '.join(STATUSES)}")
     url = resolve_db(db)
     try:
-        check_connection(url)
-        with session(url, write=True) as connection:
-            ledger.ensure_ledger(connection)
+        with read_ledger(url) as connection:
             batches = [summary(b) for b in list_batches(connection, status_filter)]
     except BatchyardError as exc:
         fail(str(exc))
@@ -242,34 +278,38 @@ def errors(
     db: DbOption = DEFAULT_DB,
     out: Annotated[Path | None, typer.Option(help="Write the CSV here instead of stdout.")] = None,
 ) -> None:
-    """The failed records of a batch with their reasons, as CSV."""
+    """The failed records of a batch with their reasons, as CSV; the chunks that failed as a
+    whole (their records are not in the ledger one by one) are listed on stderr."""
     from batchyard.ingest.rejects import write_failed
-    from batchyard.ingest.summary import batch_row
+    from batchyard.ingest.summary import batch_summary, describe_failed_chunk
 
     url = resolve_db(db)
     try:
-        batch = batch_row(url, batch_id)
+        batch = batch_summary(url, batch_id)
+        if batch is None:
+            fail(f"no batch {batch_id!r} in {_safe(db)}")
         if out is None:
-            write_failed(url, batch_id, batch["schema_name"], sys.stdout)
-            return
-        with out.open("w", newline="") as handle:
-            count = write_failed(url, batch_id, batch["schema_name"], handle)
+            write_failed(url, batch_id, batch["schema"], sys.stdout)
+        else:
+            with out.open("w", newline="") as handle:
+                count = write_failed(url, batch_id, batch["schema"], handle)
     except BatchyardError as exc:
         fail(str(exc))
-    typer.echo(f"{count:,} failed records of batch {batch_id} written to {out}", err=True)
+    for chunk in batch["failed_chunks"]:
+        typer.echo(f"failed {describe_failed_chunk(chunk)}; its records are not listed one by one: "
+                   f"resume the batch (batchyard resume {batch_id}) to load them", err=True)
+    if out is not None:
+        typer.echo(f"{count:,} failed records of batch {batch_id} written to {out}", err=True)
 
 
 def metrics(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
-    """Batches by status, record success rate, average and total duration."""
-    from batchyard.engines import check_connection, session
-    from batchyard.ingest import ledger
+    """Batches by status, record success rate, durations (of batches and their attempts)."""
     from batchyard.ingest.summary import metrics as ledger_metrics
+    from batchyard.ingest.summary import read_ledger
 
     url = resolve_db(db)
     try:
-        check_connection(url)
-        with session(url, write=True) as connection:
-            ledger.ensure_ledger(connection)
+        with read_ledger(url) as connection:
             figures = ledger_metrics(connection)
     except BatchyardError as exc:
         fail(str(exc))
@@ -284,5 +324,8 @@ def metrics(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     rate = figures["success_rate"]
     typer.echo(f"success rate: {rate:.2%}" if rate is not None else "success rate: -")
     average = figures["average_duration_seconds"]
-    typer.echo(f"duration: average {average if average is not None else '-'} s, "
-               f"total {figures['total_duration_seconds']} s")
+    per_attempt = figures["average_attempt_seconds"]
+    typer.echo(f"duration of finished batches (the sum of their attempts): average "
+               f"{average if average is not None else '-'} s, total {figures['total_duration_seconds']} s, "
+               f"in {figures['attempts']} attempts (average "
+               f"{per_attempt if per_attempt is not None else '-'} s)")

@@ -15,9 +15,11 @@ import typer
 
 from batchyard import temporary_server
 from batchyard.errors import BatchyardError
-from batchyard.prefect_runtime import RECORDER_IN_BATCHES
+from batchyard.prefect_runtime import LOCAL_SETTINGS
 
+EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # the command line itself is wrong (click's usage errors)
 EXIT_NOT_COMPLETED = 3
 
 DEFAULT_DB = "sqlite:///batchyard.db"
@@ -38,11 +40,7 @@ def prefect_environment() -> None:
     No network here and none needed: telemetry off. For the temporary server of ephemeral
     mode: a generous start-up timeout (a loaded machine), and task-run states recorded in
     batches. Settings the user gave are kept."""
-    for name, value in {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        **RECORDER_IN_BATCHES,
-    }.items():
+    for name, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **LOCAL_SETTINGS}.items():
         os.environ.setdefault(name, value)
 
 
@@ -152,42 +150,53 @@ def _password_to_environment(db: str) -> str:
 
 
 def finished(state, job) -> dict:
-    """The flow's summary, or the batch as the ledger has it when the flow failed.
+    """The flow's summary: its result, the one a Failed or Cancelled run carries (a batch that
+    did not complete, a retry that left records failing), or the batch as the ledger has it
+    when the run crashed after it was closed.
 
     Args:
         state: the final state of a batch-import or retry-failed flow run.
         job: the run's `ImportJob` (its `db` and `batch_id` find the ledger row).
 
     Returns:
-        The batch summary (a dict as `print_summary` takes it).
+        The batch summary (a dict as `print_summary` takes it), with `run_state`, the flow
+        run's final state type (COMPLETED, FAILED, CANCELLED, ...).
 
     Raises:
         typer.Exit: (EXIT_ERROR, via `fail`) with the flow's error when the batch is not in
             the ledger, is still pending or running, or failed on a BatchyardError."""
-    if state.is_completed():
-        return state.result()
-    from batchyard.ingest.summary import batch_summary
+    from batchyard.errors import RunNotCompleted
 
+    if state.is_completed():
+        return {**state.result(), "run_state": state.type.value}
     try:
         error = state.result(raise_on_failure=False)
     except Exception as exc:  # the state may hold no result at all
         error = exc
+    if isinstance(error, RunNotCompleted):
+        return {**error.summary, "run_state": state.type.value}
+    from batchyard.ingest.summary import batch_summary
+
     message = str(error) if isinstance(error, BaseException) else (state.message or state.name)
-    summary = batch_summary(job.db, job.batch_id)
-    if summary is None or summary["status"] in ("pending", "running"):
-        fail(message)
     if isinstance(error, BatchyardError):
         fail(message)
-    return summary
+    try:
+        summary = batch_summary(job.db, job.batch_id)
+    except BatchyardError:
+        summary = None
+    if summary is None or summary["status"] in ("pending", "running"):
+        fail(message)
+    return {**summary, "run_state": state.type.value}
 
 
 def report(summary: dict, as_json: bool) -> None:
-    """Print a finished batch; exit 3 unless it completed.
+    """Print a finished batch; exit 3 unless it completed and so did its flow run (a retry
+    that left records failing is a completed batch in a Failed run).
 
     Raises:
-        typer.Exit: (EXIT_NOT_COMPLETED) when the batch's status is not `completed`."""
+        typer.Exit: (EXIT_NOT_COMPLETED) when the batch or its run did not complete."""
     print_summary(summary, as_json)
-    if summary["status"] != "completed":
+    if summary["status"] != "completed" or summary.get("run_state", "COMPLETED") != "COMPLETED":
         raise typer.Exit(EXIT_NOT_COMPLETED)
 
 
@@ -200,18 +209,34 @@ def print_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(summary, default=str))
         return
-    typer.echo(f"batch {summary['batch_id']}: {summary['status']}")
+    stage = f" ({summary['stage']})" if summary.get("stage") and summary["status"] == "running" else ""
+    typer.echo(f"batch {summary['batch_id']}: {summary['status']}{stage}")
     typer.echo(
         f"  total {summary['total']:,}  success {summary['success']:,}  "
         f"failed {summary['failed']:,}  ignored {summary['ignored']:,}  "
-        f"({summary['progress_percent']}%)"
+        f"({summary['progress_percent']}% done)"
     )
     if summary.get("duration_seconds") is not None:
-        typer.echo(f"  duration {summary['duration_seconds']:.2f} s")
+        attempts = summary.get("attempts") or 0
+        of = f" of work in {attempts} attempts" if attempts > 1 else ""
+        elapsed = summary.get("elapsed_seconds")
+        wall = f" ({elapsed:.2f} s from the first start to the last end)" if attempts > 1 and elapsed else ""
+        typer.echo(f"  duration {summary['duration_seconds']:.2f} s{of}{wall}")
+    history = summary.get("attempt_history") or []
+    for attempt in history if len(history) > 1 else []:
+        seconds = f"{attempt['seconds']:.2f} s" if attempt["seconds"] is not None else "running"
+        typer.echo(f"    attempt {attempt['attempt']} ({attempt['kind']}): {attempt['started_at']}, "
+                   f"{seconds}, {attempt['status']}")
     if summary.get("rejects_file"):
         typer.echo(f"  rejected records: {summary['rejects_file']}")
-    if summary.get("error"):
+    failed_chunks = summary.get("failed_chunks") or []
+    if summary.get("error") and not failed_chunks:  # else the chunks below say it
         typer.echo(f"  error: {summary['error']}")
+    if failed_chunks:
+        from batchyard.ingest.summary import describe_failed_chunk
+
+        for chunk in failed_chunks:
+            typer.echo(f"  failed {describe_failed_chunk(chunk)}")
     if summary.get("retry"):
         typer.echo("  retry: " + ", ".join(f"{k} {v:,}" for k, v in summary["retry"].items()))
     for warning in summary.get("warnings") or []:

@@ -24,7 +24,9 @@ def etl(
     """Run an ETL pipeline: extract its sources in parallel, transform and load in batches.
 
     Exit status: 0 when every record loaded, 3 when some batches failed (recorded in the
-    target for a re-run), 1 when the run could not go on (a source failed to extract, a bad spec)."""
+    target for a re-run), 1 when the run could not go on (a bad spec, a source that failed to
+    extract, a batch that failed to transform)."""
+    from batchyard.errors import RunNotCompleted
     from batchyard.etl.spec import PipelineSpec, load_spec
 
     try:
@@ -34,10 +36,11 @@ def etl(
     from flows.etl_pipeline import etl_pipeline
 
     state = run_flow(etl_pipeline, **{name: getattr(spec, name) for name in PipelineSpec.model_fields})
-    if not state.is_completed():
-        error = state.result(raise_on_failure=False)
-        fail(str(error) if isinstance(error, BaseException) else (state.message or state.name), EXIT_ERROR)
-    result = state.result()
+    result = state.result(raise_on_failure=False) if not state.is_completed() else state.result()
+    if isinstance(result, RunNotCompleted):  # some batches did not load: counts, then exit 3
+        result = result.summary
+    elif not state.is_completed():
+        fail(str(result) if isinstance(result, BaseException) else (state.message or state.name), EXIT_ERROR)
     if as_json:
         typer.echo(json.dumps(result, default=str))
     else:
@@ -49,5 +52,5 @@ def etl(
                        f"{c['failed']:,} failed")
         for failure in result["failed_batches"]:
             typer.echo(f"  failed batch {failure}")
-    if result["failed_records"]:
+    if result["failed_records"] or not state.is_completed():
         raise typer.Exit(EXIT_NOT_COMPLETED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pkgutil
+import re
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -20,8 +21,8 @@ from sqlalchemy.engine import make_url
 from batchyard.engines.base import Engine, Rows, Session
 from batchyard.errors import ConfigurationError
 
-__all__ = ["Engine", "Rows", "Session", "check_connection", "checkpoint", "engine_names", "is_supported",
-           "normalise_url", "register", "safe_url", "session"]
+__all__ = ["Engine", "Rows", "Session", "check_connection", "check_exists", "checkpoint", "engine_names",
+           "is_supported", "normalise_url", "register", "safe_url", "session", "shown_url"]
 
 _ENGINES: dict[str, Engine] = {}
 E = TypeVar("E")
@@ -56,11 +57,20 @@ def safe_url(url: str | sa.URL) -> str:
         return "<unparseable url>"
 
 
+def shown_url(text: str) -> str:
+    """A `--db` value as the user typed it, for an error message, with any password masked
+    (also when the text is not a URL SQLAlchemy can parse)."""
+    parsed = safe_url(text)
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", text) if parsed == "<unparseable url>" else parsed
+
+
 def _parse(url: str) -> tuple[Engine, sa.URL]:
     try:
         parsed = make_url(url)
     except Exception:
-        raise ConfigurationError(f"not a database URL: {safe_url(url)!r}") from None
+        schemes = " or ".join(f"{name}://..." for name in engine_names())
+        raise ConfigurationError(f"not a database URL: {shown_url(url)!r} (use {schemes}, e.g. "
+                                 "sqlite:///path/to/file.db)") from None
     engine = _ENGINES.get(parsed.get_backend_name())
     if engine is None:
         schemes = " or ".join(f"{name}://" for name in engine_names())
@@ -89,6 +99,18 @@ def checkpoint(db: str) -> None:
     """The engine's housekeeping after a chunk's commit (SQLite: a passive WAL checkpoint)."""
     engine, url = _parse(db)
     engine.checkpoint(db, url)
+
+
+def check_exists(db: str) -> None:
+    """Refuse a database that is not there, creating nothing (a SQLite file is created by the
+    first connection to it): what read-only commands check before they connect.
+
+    Raises ConfigurationError: `no such database: URL`, or as `check_connection` does."""
+    engine, url = _parse(db)
+    exists = getattr(engine, "exists", None)
+    if exists is not None and not exists(url):
+        raise ConfigurationError(f"no such database: {safe_url(url)}")
+    check_connection(db)
 
 
 def check_connection(db: str) -> None:

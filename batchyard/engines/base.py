@@ -99,6 +99,9 @@ class Engine(Protocol):
     def checkpoint(self, db: str, url: sa.URL) -> None:
         """Housekeeping after a chunk's commit, off the writers' critical path (may do nothing)."""
 
+    # Optional: `exists(url) -> bool`, for an engine whose first connection creates the
+    # database (SQLite's file), so that read-only commands can refuse one that is not there.
+
 
 class OnConflictSql:
     """`INSERT ... ON CONFLICT` upserts, shared by SQLite and PostgreSQL; a session class sets

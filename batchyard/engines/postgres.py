@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from batchyard.engines import pgcopy, register
 from batchyard.engines.base import OnConflictSql, Rows, add_column_sql
 from batchyard.identifiers import quote
+from batchyard.settings import get_settings
 
 
 def copy_csv(cursor, table: str, data: pa.Table) -> None:
@@ -129,9 +130,22 @@ class PostgresSession(OnConflictSql):
         return columns, inspector.get_pk_constraint(table).get("constrained_columns") or []
 
 
+def session_options(url: sa.URL, lock_timeout: float, statement_timeout: float) -> str:
+    """libpq `options` that bound every wait of a session: for a lock (`lock_timeout`) and for
+    a whole statement (`statement_timeout`), in seconds, 0 for none. A statement that runs out
+    fails ("canceling statement due to lock timeout"), classified TIMEOUT_ERROR and retried as
+    a transient fault, instead of hanging for as long as another session holds a lock."""
+    given = url.query.get("options")
+    given = given if isinstance(given, str) else " ".join(given or ())
+    bounds = (f"-c lock_timeout={int(lock_timeout * 1000)} "
+              f"-c statement_timeout={int(statement_timeout * 1000)}")
+    return f"{given} {bounds}".strip()
+
+
 @functools.lru_cache(maxsize=16)
-def _engine(url: sa.URL) -> sa.Engine:
-    engine = sa.create_engine(url, pool_size=12, max_overflow=4, pool_pre_ping=True)
+def _engine(url: sa.URL, options: str) -> sa.Engine:
+    engine = sa.create_engine(url, pool_size=12, max_overflow=4, pool_pre_ping=True,
+                              connect_args={"options": options})
     _ENGINES_MADE.append(engine)
     return engine
 
@@ -158,7 +172,9 @@ class PostgresEngine:
 
     @contextlib.contextmanager
     def session(self, db: str, url: sa.URL, write: bool) -> Iterator[PostgresSession]:
-        engine = _engine(url)
+        settings = get_settings()
+        engine = _engine(url, session_options(url, settings.pg_lock_timeout,
+                                              settings.pg_statement_timeout))
         with engine.begin() if write else engine.connect() as connection:
             yield PostgresSession(connection)
 

@@ -241,6 +241,10 @@ class SqliteEngine:
             raise ConfigurationError("in-memory SQLite is not supported: use sqlite:///path/to/file.db")
         return url
 
+    def exists(self, url: sa.URL) -> bool:
+        """Whether the database file is there (connecting would create it)."""
+        return Path(url.database).is_file()
+
     @contextlib.contextmanager
     def session(self, db: str, url: sa.URL, write: bool) -> Iterator[SqliteSession]:
         """SQLite takes its write lock at the start of a writing session (BEGIN IMMEDIATE), so

@@ -22,12 +22,13 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from batchyard.chunks import SOURCE_ID, ChunkRef, rebatch, write_ipc
-from batchyard.engines import is_supported, safe_url, session
+from batchyard.engines import check_exists, is_supported, safe_url, session
 from batchyard.errors import BatchyardError, ConfigurationError, SourceError
 from batchyard.etl.spec import ApiSource, DatabaseSource, FileSource
 from batchyard.identifiers import quote
 from batchyard.readers import SourceOptions, open_reader
 from batchyard.readers.base import records_batch, rows_to_batch
+from batchyard.settings import get_settings
 from batchyard.sizing import fixed_sizes
 
 
@@ -115,6 +116,40 @@ def extract_database(source: DatabaseSource, batch_size: int, since: Cursor | No
         engine.dispose()
 
 
+def source_columns(source: DatabaseSource | ApiSource | FileSource) -> list[str] | None:
+    """The columns a source will produce, read before anything is extracted (a query's
+    columns, a file's header), with `_source_id`; None when only the records can tell (an API,
+    JSON Lines). Raises ExtractError when the source cannot be read."""
+    try:
+        if isinstance(source, DatabaseSource):
+            columns = _query_columns(source)
+        elif isinstance(source, FileSource):
+            reader = open_reader(file_paths(source)[0], SourceOptions(format=source.format,
+                                                                      delimiter=source.delimiter))
+            columns = None if reader.name == "jsonl" else reader.header()
+        else:
+            columns = None
+    except ExtractError:
+        raise
+    except BatchyardError as exc:
+        raise ExtractError(f"source {source.id}: {exc}") from None
+    except Exception as exc:
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+        raise ExtractError(f"source {source.id}: {type(exc).__name__}: {reason}") from None
+    return None if columns is None else [*columns, SOURCE_ID]
+
+
+def _query_columns(source: DatabaseSource) -> list[str] | None:
+    if not is_supported(source.url):
+        return None  # read through SQLAlchemy alone; the first batch will tell
+    check_exists(source.url)  # a missing SQLite file is not created by looking at it
+    body, _ = _database_sql(source, "?", None)
+    with session(source.url) as current:
+        columns, batches = current.fetch_batches(f"SELECT * FROM ({body}) AS q WHERE 1 = 0", (), 1)
+        list(batches)
+    return columns
+
+
 def _dig(body: Any, path: str | None) -> Any:
     for part in (path.split(".") if path else []):
         body = body.get(part) if isinstance(body, dict) else None
@@ -185,7 +220,8 @@ def extract_api(source: ApiSource, batch_size: int, auth: str | None = None,
     params.update(source.params)
     page, offset, pages = paging.first_page, 0, 0
     pending: list[dict] = []
-    with httpx.Client(headers=headers, timeout=source.timeout, follow_redirects=True) as client:
+    timeout = source.timeout or get_settings().http_timeout
+    with httpx.Client(headers=headers, timeout=timeout, follow_redirects=True) as client:
         while url:
             if paging.style == "page":
                 params.update({paging.page_param: page, paging.limit_param: paging.page_size})

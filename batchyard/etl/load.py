@@ -20,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from batchyard.chunks import BATCH, ROW, write_ipc
+from batchyard.chunks import BATCH, ROW, SOURCE_ID, write_ipc
 from batchyard.errors import BatchyardError
 from batchyard.etl.spec import Target, WriteDisposition
 from batchyard.etl.targets import LoadValidationError, target_for
 
 __all__ = ["LoadJob", "LoadValidationError", "conform", "dedupe_last", "load_table",
-           "save_schema", "unify_schemas"]
+           "refuse_lossy", "save_schema", "unify_schemas"]
 
 
 class LoadJob(BaseModel):
@@ -37,6 +37,8 @@ class LoadJob(BaseModel):
     target: Target
     disposition: WriteDisposition
     schema_path: str
+    integer_columns: list[str] = []
+    """Columns of the prepared target that hold whole numbers: a float batch value must fit."""
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -125,6 +127,29 @@ def dedupe_last(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     return table.take(pc.take(last, pc.sort_indices(last)))
 
 
+def refuse_lossy(table: pa.Table, integer_columns: list[str], where: str) -> pa.Table:
+    """The batch with its float values for integer columns as integers, when they are whole;
+    no target may round a value silently (DuckDB would store 1.5 as 2, PostgreSQL refuses "2.0").
+
+    Raises:
+        LoadValidationError: naming the target, the column, the value and its record."""
+    for name in integer_columns:
+        if name not in table.column_names or not pa.types.is_floating(table[name].type):
+            continue
+        column = table[name]
+        broken = pc.fill_null(pc.not_equal(column, pc.floor(column)), False)
+        if pc.any(broken).as_py() or pc.any(pc.is_nan(column)).as_py():
+            bad = pc.fill_null(pc.or_(broken, pc.is_nan(column)), False)
+            first = table.filter(bad).slice(0, 1).to_pylist()[0]
+            record = (f" (record {first[ROW]} of source {first.get(SOURCE_ID)})"
+                      if ROW in first else "")
+            raise LoadValidationError(
+                f"{where}: column {name} holds whole numbers; the value {first[name]!r}{record} does "
+                "not fit it: the batch is refused, not rounded")
+        table = table.set_column(table.column_names.index(name), name, pc.cast(column, pa.int64()))
+    return table
+
+
 def _is_data_error(exc: BaseException) -> bool:
     names = {c.__name__ for c in type(exc).__mro__}
     return bool(names & {"IntegrityError", "DataError", "ConstraintException", "ConversionException"}) \
@@ -151,6 +176,7 @@ def load_table(job: LoadJob, table: pa.Table) -> int:
     if job.disposition == "merge":
         table = dedupe_last(table, job.key)
     target = target_for(job.target)
+    table = refuse_lossy(table, job.integer_columns, target.describe())
     try:
         target.load(job, table)
     except BatchyardError:

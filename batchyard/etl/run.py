@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from batchyard.chunks import read_ipc, read_ipc_schema, write_ipc
 from batchyard.engines import safe_url
-from batchyard.errors import BatchyardError
+from batchyard.errors import BatchyardError, ConfigurationError, RunNotCompleted
 from batchyard.etl import state
 from batchyard.etl.extract import (
     BatchRef,
@@ -24,12 +24,13 @@ from batchyard.etl.extract import (
     extract_api,
     extract_database,
     extract_file,
+    source_columns,
     spool,
 )
 from batchyard.etl.load import LoadJob, conform, load_table, save_schema, unify_schemas
 from batchyard.etl.spec import ApiSource, DatabaseSource, Source, Target, TransformSpec, check_pipeline
 from batchyard.etl.targets import target_for
-from batchyard.etl.transform import transform_table
+from batchyard.etl.transform import check_steps, transform_table
 from batchyard.settings import get_settings
 
 
@@ -103,8 +104,34 @@ def _password(url: str) -> str | None:
         return None
 
 
-def transform(run: EtlRun, ref: BatchRef, spec: TransformSpec, version: str) -> BatchRef:
-    table = transform_table(read_ipc(ref.path), spec, version)
+class TransformError(BatchyardError):
+    """A batch could not be transformed after its retries: the whole run fails before anything
+    is loaded, as in the Temporal data pipeline this follows."""
+
+
+def check_transforms(sources: list[Source], spec: TransformSpec) -> None:
+    """Refuse transform steps that name columns a source does not produce, before anything is
+    extracted (`check_steps`); a pipeline-wide drop must name a column of some source. Sources
+    whose columns only their records can tell (APIs, JSON Lines) are checked when they arrive.
+
+    Raises ConfigurationError, or ExtractError when a source cannot be looked at."""
+    seen: list[set[str] | None] = []
+    for source in sources:
+        own = source.transform
+        names_columns = bool(spec.rename or spec.drop or (own and (own.rename or own.drop)))
+        columns = source_columns(source) if names_columns else None
+        seen.append(check_steps(source.id, columns, own, spec) if columns is not None else None)
+    if spec.drop and seen and all(s for s in seen):
+        unknown = [c for c in spec.drop if not any(c in s for s in seen)]
+        if unknown:
+            raise ConfigurationError(f"the pipeline's transform drops column(s) {', '.join(unknown)}, "
+                                     "which no source produces")
+
+
+def transform(run: EtlRun, ref: BatchRef, spec: TransformSpec, version: str,
+              own: TransformSpec | None = None) -> BatchRef:
+    """One batch through its source's `own` steps and the pipeline's, into a new batch file."""
+    table = transform_table(read_ipc(ref.path), spec, version, own=own)
     directory = Path(run.directory) / "transform"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / Path(ref.path).name
@@ -119,8 +146,9 @@ def load_job(run: EtlRun, refs: list[BatchRef]) -> LoadJob:
     path = save_schema(schema, Path(run.directory) / "schema.arrow")
     job = LoadJob(pipeline_id=run.pipeline_id, run_id=run.run_id, target=run.target,
                   disposition=run.disposition, schema_path=path)
-    target_for(job.target).prepare(job, schema)
-    return job
+    target = target_for(job.target)
+    target.prepare(job, schema)
+    return job.model_copy(update={"integer_columns": sorted(target.integer_columns(job))})
 
 
 def load(job: LoadJob, ref: BatchRef) -> int:
@@ -160,6 +188,20 @@ class Outcome:
     @property
     def failed_rows(self) -> int:
         return sum(c.failed for c in self.sources.values())
+
+
+def not_completed(result: dict, target: str) -> RunNotCompleted | None:
+    """What a run with failed batches ends with (None when every batch loaded): the pipeline,
+    the counts, the first failures and how to load them again (`target` as it may be shown)."""
+    failures = result["failed_batches"]
+    if not failures and not result["failed_records"]:
+        return None
+    shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
+    return RunNotCompleted(
+        f"pipeline {result['pipeline_id']}: {result['failed_records']:,} of "
+        f"{result['total_records']:,} records did not load ({len(failures)} failed batch(es): "
+        f"{shown}); they are recorded in {target} (batchyard_etl_failed): run the pipeline again "
+        "to load them", result)
 
 
 def finish(run: EtlRun, job: LoadJob | None, extracted: list[Extracted], outcome: Outcome) -> Outcome:

@@ -24,11 +24,28 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DatabaseSource(_Model):
+class TransformSpec(_Model):
+    """Pure, batch-wise changes to every record before loading: a pipeline's (for every source)
+    or one source's own (applied first)."""
+
+    rename: dict[str, str] = Field(default_factory=dict, description="Old column name → new name.")
+    drop: list[str] = Field(default_factory=list, description="Columns not loaded.")
+    strip_strings: bool = Field(True, description="Trim spaces around text values.")
+    function: str | None = Field(
+        None, description="module:function taking and returning a pyarrow Table, run last."
+    )
+
+
+class _Source(_Model):
+    id: str = Field(description="Source id, carried by every record as _source_id.")
+    transform: TransformSpec | None = Field(
+        None, description="This source's own transform steps, applied before the pipeline's.")
+
+
+class DatabaseSource(_Source):
     """Rows of a table or a query of any SQLAlchemy database, read in batches."""
 
     type: Literal["database"] = "database"
-    id: str = Field(description="Source id, carried by every record as _source_id.")
     url: str = Field(description="SQLAlchemy URL, or block:NAME for a saved SqlAlchemyConnector.")
     table: str | None = Field(None, description="Table to read (or give a query).")
     query: str | None = Field(None, description="SELECT to read instead of a table.")
@@ -62,11 +79,10 @@ class Pagination(_Model):
     cursor_path: str = Field("next_cursor", description="Dotted path of the next cursor in the body.")
 
 
-class ApiSource(_Model):
+class ApiSource(_Source):
     """An HTTP JSON API read page by page."""
 
     type: Literal["api"] = "api"
-    id: str = Field(description="Source id, carried by every record as _source_id.")
     url: str | None = Field(None, description="First page URL (or from the block).")
     block: str | None = Field(None, description="Name of a saved HttpApiSource block.")
     records_path: str | None = Field(
@@ -77,7 +93,8 @@ class ApiSource(_Model):
     auth_header: str = Field("Authorization", description="Header that carries the credential.")
     auth_env: str | None = Field(None, description="Environment variable holding the header value.")
     auth_secret: str | None = Field(None, description="Name of a Prefect Secret block with the value.")
-    timeout: float = Field(30.0, gt=0, description="Seconds per request.")
+    timeout: float | None = Field(
+        None, gt=0, description="Seconds per request; default: BATCHYARD_HTTP_TIMEOUT (30 s).")
     max_retries: int = Field(5, ge=0, description="Retries of a request answered 429 or 5xx.")
     backoff: float = Field(1.0, ge=0, description="First backoff in seconds when no Retry-After.")
     max_pages: int | None = Field(None, ge=1, description="Stop after this many pages.")
@@ -89,11 +106,10 @@ class ApiSource(_Model):
         return self
 
 
-class FileSource(_Model):
+class FileSource(_Source):
     """CSV, JSON Lines or Parquet files: one path or a glob."""
 
     type: Literal["file"] = "file"
-    id: str = Field(description="Source id, carried by every record as _source_id.")
     path: str = Field(description="A file, or a glob such as data/*.parquet.")
     format: Literal["csv", "jsonl", "parquet", "xlsx"] | None = Field(
         None, description="Default: from the extension."
@@ -138,17 +154,6 @@ class FileTarget(_Model):
 Target = Annotated[DatabaseTarget | WarehouseTarget | FileTarget, Field(discriminator="type")]
 """A target spec; each type has its implementation in `batchyard.etl.targets`. A model's
 `can_merge` says whether its type can upsert (`write_disposition: merge`)."""
-
-
-class TransformSpec(_Model):
-    """Pure, batch-wise changes applied to every record before loading."""
-
-    rename: dict[str, str] = Field(default_factory=dict, description="Old column name → new name.")
-    drop: list[str] = Field(default_factory=list, description="Columns not loaded.")
-    strip_strings: bool = Field(True, description="Trim spaces around text values.")
-    function: str | None = Field(
-        None, description="module:function taking and returning a pyarrow Table, run last."
-    )
 
 
 class PipelineSpec(_Model):

@@ -61,10 +61,8 @@ def user_function(reference: str) -> Callable[[pa.Table], pa.Table]:
     return function
 
 
-def transform_table(table: pa.Table, spec: TransformSpec, version: str,
-                    processed_at: dt.datetime | None = None) -> pa.Table:
-    """rename → drop → trim → user function → metadata; the result's names are checked, since
-    they become column names in the target."""
+def apply_steps(table: pa.Table, spec: TransformSpec) -> pa.Table:
+    """rename → drop → trim → user function."""
     if spec.rename:
         table = rename_columns(table, spec.rename)
     table = drop_columns(table, spec.drop)
@@ -76,6 +74,47 @@ def transform_table(table: pa.Table, spec: TransformSpec, version: str,
             raise ConfigurationError(f"transform function {spec.function} returned "
                                      f"{type(result).__name__}, not a pyarrow Table")
         table = result
+    return table
+
+
+def transform_table(table: pa.Table, spec: TransformSpec, version: str,
+                    processed_at: dt.datetime | None = None,
+                    own: TransformSpec | None = None) -> pa.Table:
+    """The source's `own` steps, then the pipeline's (`spec`), then the metadata; the result's
+    names are checked, since they become column names in the target."""
+    for steps in (own, spec):
+        if steps is not None:
+            table = apply_steps(table, steps)
     for name in table.column_names:
         check_identifier(name, "column name")
     return add_metadata(table, version, processed_at or dt.datetime.now(dt.UTC))
+
+
+def check_steps(source_id: str, columns: list[str] | None, own: TransformSpec | None,
+                spec: TransformSpec) -> set[str]:
+    """Refuse, before anything is extracted, transform steps that name columns the source does
+    not produce (`columns`; None when they cannot be known before its records arrive): its own
+    steps' renames and drops, and the pipeline's renames. Returns the source's columns as the
+    pipeline's steps see them (empty when unknown), so that the caller can check the
+    pipeline's drops against all sources.
+
+    Raises ConfigurationError naming the source, the columns and the ones it has."""
+    if columns is None:
+        return set()
+    names = list(columns)
+    if own is not None:
+        missing = [c for c in [*own.rename, *own.drop] if c not in names]
+        if missing:
+            raise ConfigurationError(
+                f"source {source_id}: its transform names column(s) {', '.join(missing)} it does "
+                f"not produce (columns: {', '.join(names)})")
+        if own.function:
+            return set()  # what a function returns is only known when it runs
+        names = [own.rename.get(c, c) for c in names if c not in own.drop]
+    missing = [c for c in spec.rename if c not in names]
+    if missing:
+        raise ConfigurationError(
+            f"the pipeline's transform renames column(s) {', '.join(missing)}, which source "
+            f"{source_id} does not produce (columns: {', '.join(names)}); give that source its "
+            "own transform (sources[].transform)")
+    return set(names)

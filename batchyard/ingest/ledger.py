@@ -1,6 +1,6 @@
 """The batch ledger, kept in the target database beside the data (the batch and detail tables
-of the PHP batch system this follows): one row per batch, one per chunk, one per failed or
-ignored record. This is the only module that writes them.
+of the PHP batch system this follows): one row per batch, per attempt, per chunk, and per failed
+or ignored record (the tables are in `ledger_schema`). This is the only module that writes them.
 
 A chunk's rows and its ledger entries commit in one transaction, so the ledger never disagrees
 with the data, and the chunk row doubles as the resume point: a committed chunk is never loaded
@@ -17,63 +17,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 import sqlalchemy as sa
 
-from batchyard.engines.base import columns
 from batchyard.errors import BatchStateError
+from batchyard.ingest.ledger_schema import attempts, batches, chunks, metadata, records, with_times
 
-metadata = sa.MetaData()
-
-
-def _counters(kind: type) -> list[sa.Column]:
-    """The success, failed and ignored counts a batch and a chunk keep."""
-    return columns("success failed ignored", kind, nullable=False, default=0)
-
-
-batches = sa.Table(
-    "batchyard_batches", metadata,
-    sa.Column("batch_id", sa.String(64), primary_key=True),
-    *columns("source schema_name target_table", nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("total", sa.BigInteger, nullable=False, default=0),
-    *_counters(sa.BigInteger),
-    *columns("chunk_size chunks", sa.Integer),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    *columns("started_at finished_at", sa.DateTime(timezone=True)),
-    sa.Column("flow_run_id", sa.String(64)),
-    *columns("rejects_file error"),
-    sa.Column("error_code", sa.String(32)),
-    sa.Column("options", sa.Text),
-    sa.Column("owner", sa.String(200)),
-    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
-    sa.Column("stop_requested", sa.Boolean, nullable=False, default=False,
-              server_default=sa.false()),
-)
-
-chunks = sa.Table(
-    "batchyard_chunks", metadata,
-    sa.Column("batch_id", sa.String(64), primary_key=True),
-    sa.Column("chunk_index", sa.Integer, primary_key=True),
-    sa.Column("first_row", sa.BigInteger, nullable=False),
-    sa.Column("n_rows", sa.Integer, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    *_counters(sa.Integer),
-    sa.Column("error", sa.Text),
-    sa.Column("error_code", sa.String(32)),
-    sa.Column("committed_at", sa.DateTime(timezone=True)),
-)
-
-records = sa.Table(
-    "batchyard_records", metadata,
-    sa.Column("batch_id", sa.String(64), primary_key=True),
-    sa.Column("row_number", sa.BigInteger, primary_key=True),
-    sa.Column("chunk_index", sa.Integer, nullable=False),
-    *columns("status", sa.String(16), nullable=False),
-    *columns("error_code", sa.String(32), nullable=False),
-    *columns("error reason", nullable=False),
-    sa.Column("retry_count", sa.Integer, nullable=False, default=0),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("ix_batchyard_records_status", "batch_id", "status"),
-)
+__all__ = ["ACTIVE", "FINAL", "RecordEntry", "RetryOutcome", "attempts", "batches", "chunks",
+           "metadata", "records", "with_times"]
 
 ACTIVE = ("pending", "running")
 FINAL = ("completed", "failed", "cancelled")
@@ -128,39 +76,63 @@ def get_batch(connection, batch_id: str) -> dict | None:
     return with_times(found[0]) if found else None
 
 
-def with_times(row: dict) -> dict:
-    """SQLite hands timestamps back as text; make them datetimes as PostgreSQL does."""
-    for name in ("created_at", "started_at", "finished_at", "committed_at", "heartbeat_at"):
-        value = row.get(name)
-        if isinstance(value, str):
-            parsed = dt.datetime.fromisoformat(value)
-            row[name] = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-    return row
-
-
-def create_batch(connection, **values) -> None:
+def create_batch(connection, created_at: dt.datetime | None = None, **values) -> None:
     connection.execute(batches.insert().values(status="pending", total=0, success=0, failed=0,
-                                               ignored=0, created_at=now(), stop_requested=False,
-                                               **values))
+                                               ignored=0, created_at=created_at or now(),
+                                               stop_requested=False, processed=0, attempts=0,
+                                               work_seconds=0.0, **values))
 
 
 def start_batch(connection, batch_id: str, flow_run_id: str | None, owner: str,
-                previous_owner: str | None, allow_completed: bool = False) -> None:
-    """→ running, owned by `owner`. The update only matches the state the caller checked (not
-    running, or running under the dead `previous_owner`), so of two racing starts one wins."""
+                previous_owner: str | None, allow_completed: bool = False, kind: str = "import",
+                started_at: dt.datetime | None = None) -> None:
+    """→ running, owned by `owner`, as a new attempt of kind `kind` (import, resume, retry)
+    that began at `started_at` (default: now; a run passes the moment it began, so that a wait
+    for the database's lock counts). The update only matches the state the caller checked (not
+    running, or running under the dead `previous_owner`), so of two racing starts one wins. An
+    attempt a dead process left open ends `crashed` at its last heartbeat."""
     condition = batches.c.status != "running"
     if previous_owner is not None:
         condition = sa.or_(condition, batches.c.owner == previous_owner)
+    before = get_batch(connection, batch_id)
+    started_at = started_at or now()
     result = connection.execute(
         batches.update()
         .where(batches.c.batch_id == batch_id,
                sa.true() if allow_completed else batches.c.status != "completed", condition)
-        .values(status="running", started_at=now(), finished_at=None, error=None,
+        .values(status="running", started_at=started_at, finished_at=None, error=None,
                 error_code=None, flow_run_id=flow_run_id, owner=owner, heartbeat_at=now(),
-                stop_requested=False)
+                stop_requested=False, stage="spooling",
+                attempts=sa.func.coalesce(batches.c.attempts, 0) + 1)
     )
     if result.rowcount != 1:
         raise BatchStateError(f"batch {batch_id} is already running")
+    _close_attempt(connection, batch_id, "crashed", before["heartbeat_at"] if before else None)
+    connection.execute(attempts.insert().values(
+        batch_id=batch_id, attempt=(before["attempts"] or 0) + 1 if before else 1, kind=kind,
+        status="running", flow_run_id=flow_run_id, started_at=started_at))
+
+
+def _close_attempt(connection, batch_id: str, status: str, at: dt.datetime | None) -> None:
+    """End the batch's open attempt (if any) at `at` (None: now), adding its seconds to the
+    batch's work time."""
+    found = connection.execute(
+        sa.select(attempts.c.attempt, attempts.c.started_at)
+        .where(attempts.c.batch_id == batch_id, attempts.c.finished_at.is_(None))).mappings()
+    for row in (with_times(dict(r), attempts) for r in found):
+        end = max(at or now(), row["started_at"])
+        seconds = (end - row["started_at"]).total_seconds()
+        connection.execute(
+            attempts.update().where(attempts.c.batch_id == batch_id,
+                                    attempts.c.attempt == row["attempt"])
+            .values(status=status, finished_at=end, seconds=seconds))
+        connection.execute(batches.update().where(batches.c.batch_id == batch_id).values(
+            work_seconds=sa.func.coalesce(batches.c.work_seconds, 0.0) + seconds))
+
+
+def set_stage(connection, batch_id: str, stage: str) -> None:
+    """What the running batch does now: spooling, loading or closing."""
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id).values(stage=stage))
 
 
 def heartbeat(connection, batch_id: str, owner: str) -> bool:
@@ -198,7 +170,8 @@ def record_plan(connection, batch_id: str, total: int, chunk_rows: Iterable,
     if not existing and rows:
         connection.execute(chunks.insert(), rows)
     connection.execute(batches.update().where(batches.c.batch_id == batch_id)
-                       .values(total=total, chunk_size=chunk_size, chunks=len(rows)))
+                       .values(total=total, chunk_size=chunk_size, chunks=len(rows),
+                               stage="loading"))
 
 
 def committed_chunks(connection, batch_id: str) -> dict[int, dict]:
@@ -248,6 +221,7 @@ def commit_chunk(connection, batch_id: str, chunk_index: int, success: int,
             success=batches.c.success + success,
             failed=batches.c.failed + failed - previous,
             ignored=batches.c.ignored + ignored,
+            processed=batches.c.processed + success + len(entries),  # NULL: an older ledger
         )
     )
 
@@ -282,13 +256,33 @@ def reopen_failed_chunks(connection, batch_id: str) -> None:
 
 def finish_batch(connection, batch_id: str, status: str, error: str | None = None,
                  error_code: str | None = None, rejects_file: str | None = None) -> dict:
+    """The final status of the batch and of its attempt; returns the batch row."""
+    at = now()
     connection.execute(
         batches.update().where(batches.c.batch_id == batch_id).values(
-            status=status, finished_at=now(), error=error, error_code=error_code,
-            rejects_file=rejects_file, owner=None, stop_requested=False,
+            status=status, finished_at=at, error=error, error_code=error_code,
+            rejects_file=rejects_file, owner=None, stop_requested=False, stage="finished",
         )
     )
+    _close_attempt(connection, batch_id, status, at)
     return get_batch(connection, batch_id)
+
+
+def cancel_batch(connection, batch_id: str, statuses: tuple[str, ...],
+                 previous_owner: str | None = None) -> bool:
+    """→ cancelled, for a batch in one of `statuses` (or running under the dead
+    `previous_owner`); False when it was in none of them by the time of the update."""
+    before = get_batch(connection, batch_id)
+    condition = batches.c.status.in_(statuses)
+    if previous_owner is not None:
+        condition = sa.or_(condition, sa.and_(batches.c.status == "running",
+                                              batches.c.owner == previous_owner))
+    done = connection.execute(batches.update().where(batches.c.batch_id == batch_id, condition)
+                              .values(status="cancelled", finished_at=now(), owner=None,
+                                      stop_requested=False, stage="finished")).rowcount == 1
+    if done:  # a dead process's attempt ends at its last sign of life
+        _close_attempt(connection, batch_id, "crashed", before["heartbeat_at"])
+    return done
 
 
 def iter_records(session, batch_id: str, statuses: tuple[str, ...] = ("failed", "abandoned")):
@@ -302,12 +296,13 @@ def iter_records(session, batch_id: str, statuses: tuple[str, ...] = ("failed", 
 
 
 def reset_batch(connection, batch_id: str) -> None:
-    """Forget a batch's chunks and records so that it runs again from the first record."""
-    connection.execute(records.delete().where(records.c.batch_id == batch_id))
-    connection.execute(chunks.delete().where(chunks.c.batch_id == batch_id))
+    """Forget a batch's chunks, records and attempts so that it runs again from the first
+    record."""
+    for table in (records, chunks, attempts):
+        connection.execute(table.delete().where(table.c.batch_id == batch_id))
     connection.execute(batches.update().where(batches.c.batch_id == batch_id)
                        .values(status="pending", total=0, success=0, failed=0, ignored=0,
-                               rejects_file=None))
+                               rejects_file=None, processed=0, attempts=0, work_seconds=0.0))
 
 
 def currently_failed(connection, batch_id: str, rows: list[int]) -> dict[int, int]:

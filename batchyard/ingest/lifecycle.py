@@ -1,11 +1,14 @@
 """A batch's life in the ledger: checked, opened, planned into chunks, closed (or failed).
 
 Statuses: pending → running → completed | failed | cancelled; a failed or cancelled batch (or
-one left running by a dead process) can be taken up again, a completed one only afresh.
+one left running by a dead process) can be taken up again, a completed one only afresh. Each
+start is an attempt in the ledger, with its own start, end and seconds.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from pydantic import ValidationError
 
 from batchyard.chunks import ChunkRef
 from batchyard.engines import check_connection, safe_url, session
-from batchyard.errors import PROCESSING_ERROR, BatchStateError, ConfigurationError
+from batchyard.errors import PROCESSING_ERROR, BatchStateError, ConfigurationError, RunNotCompleted
 from batchyard.faults import pause_point
 from batchyard.identifiers import check_identifier
 from batchyard.ingest import ledger
@@ -22,6 +25,7 @@ from batchyard.ingest.lease import describe_owner, owner_alive, owner_id
 from batchyard.ingest.load import ensure_table
 from batchyard.ingest.rejects import rejects_path, write_rejects
 from batchyard.ingest.spool import inspect_source, remove_spool, spool_dir, spool_source
+from batchyard.ingest.summary import batch_row, describe_failed_chunk, failed_chunk_cause, read_batch
 from batchyard.readers import SourceOptions
 from batchyard.schemas import load_schema
 from batchyard.settings import get_settings
@@ -66,18 +70,31 @@ def preflight(source: str, schema_name: str, db: str, table: str | None, batch_i
     job = resolve_job(str(Path(source).resolve()), schema_name, db, table, batch_id)
     check_identifier(job.table)
     if batch_id is not None:
-        check_identifier(batch_id.replace("-", "_"), "batch id")
+        check_batch_id(batch_id)
     check_connection(db)
-    if batch_id is not None:
-        with session(db, write=True) as connection:
-            ledger.ensure_ledger(connection)
-            check_startable(ledger.get_batch(connection, batch_id), fresh)
+    if batch_id is not None:  # a read: no lock is waited for before the run starts
+        with session(db) as connection:
+            if connection.describe(ledger.batches.name) is not None:
+                check_startable(read_batch(connection, batch_id), fresh)
     return job, options
 
 
+def check_batch_id(batch_id: str) -> str:
+    """Letters, digits, hyphens and underscores, starting with a letter or digit, at most 64.
+
+    Raises ConfigurationError naming the id and the rule."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", batch_id):
+        raise ConfigurationError(f"invalid batch id {batch_id!r}: use letters, digits, hyphens and "
+                                 "underscores, starting with a letter or digit, at most 64")
+    return batch_id
+
+
 def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions | None = None,
-               flow_run_id: str | None = None, fresh: bool = False) -> dict:
-    """Create (or take up again) the batch row and the target table, and mark it running.
+               flow_run_id: str | None = None, fresh: bool = False,
+               started_at: dt.datetime | None = None) -> dict:
+    """Create (or take up again) the batch row and the target table, and mark it running, as a
+    new attempt (`import`, or `resume` of a batch that has committed chunks to keep) that began
+    at `started_at` (when the run began: waiting here for the database's lock is part of it).
 
     A batch left `running` by a dead process (a crash, `kill -9`) is taken over at once; one
     whose owner still lives is refused, also across processes and hosts. A completed batch
@@ -95,14 +112,17 @@ def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions | N
             ledger.create_batch(connection, batch_id=job.batch_id, source=job.source,
                                 schema_name=job.schema_name, target_table=job.table,
                                 chunk_size=recorded_size(chunk_size, sizes),
-                                options=options.model_dump_json())
+                                options=options.model_dump_json(), created_at=started_at)
         check_startable(batch, fresh)
+        kind = "import"
         if batch is not None and (fresh or batch["status"] == "completed"):
             ledger.reset_batch(connection, job.batch_id)
         elif batch is not None:
             ledger.reopen_failed_chunks(connection, job.batch_id)
+            kind = "resume"
         previous = batch["owner"] if batch and batch["status"] == "running" else None
-        ledger.start_batch(connection, job.batch_id, flow_run_id, owner_id(), previous)
+        ledger.start_batch(connection, job.batch_id, flow_run_id, owner_id(), previous, kind=kind,
+                           started_at=started_at)
         return ledger.get_batch(connection, job.batch_id)
 
 
@@ -145,22 +165,60 @@ def _replayed(recorded: list[dict], then: Iterator[int]) -> Iterator[int]:
 def request_stop(db: str, batch_id: str) -> dict:
     """Ask a running batch to stop after the chunks in flight (`batchyard stop`).
 
-    Returns the batch row; raises BatchStateError when there is no such running batch."""
+    Returns the batch row; raises BatchStateError when there is no such batch, or it is not
+    running (saying what to use instead), and ConfigurationError when `db` has no ledger."""
+    batch = batch_row(db, batch_id)
+    if batch["status"] == "running" and not owner_alive(batch["owner"], batch["heartbeat_at"]):
+        raise BatchStateError(f"batch {batch_id} is running, but its process is gone: nothing to "
+                              f"stop; resume it with: batchyard resume {batch_id}, or cancel it with: "
+                              f"batchyard cancel {batch_id}")
+    if batch["status"] != "running":
+        raise BatchStateError(f"batch {batch_id} is {batch['status']}, not running: nothing to stop"
+                              + _instead(batch))
     with session(db, write=True) as connection:
-        ledger.ensure_ledger(connection)
-        batch = ledger.get_batch(connection, batch_id)
-        if batch is None:
-            raise BatchStateError(f"no batch {batch_id!r} in {safe_url(db)}")
-        if batch["status"] != "running":
-            raise BatchStateError(f"batch {batch_id} is {batch['status']}, not running")
-        ledger.request_stop(connection, batch_id)
+        if not ledger.request_stop(connection, batch_id):
+            raise BatchStateError(f"batch {batch_id} is no longer running: nothing to stop")
+    return batch
+
+
+def _instead(batch: dict) -> str:
+    batch_id = batch["batch_id"]
+    if batch["status"] == "completed":
+        return ""
+    if batch["status"] == "cancelled":
+        return f"; resume it with: batchyard resume {batch_id}"
+    return (f"; cancel it with: batchyard cancel {batch_id}, or resume it with: "
+            f"batchyard resume {batch_id}")
+
+
+def cancel_batch(db: str, batch_id: str) -> dict:
+    """Mark a batch that is not running (pending, failed, or left running by a dead process)
+    `cancelled` (`batchyard cancel`); it can still be resumed. A cancelled batch stays as it is.
+
+    Returns the batch row; raises BatchStateError for a completed or a live running batch."""
+    batch = batch_row(db, batch_id)
+    status = batch["status"]
+    if status == "cancelled":
         return batch
+    if status == "completed":
+        raise BatchStateError(f"batch {batch_id} already completed: nothing to cancel")
+    alive = status == "running" and owner_alive(batch["owner"], batch["heartbeat_at"])
+    if alive:
+        raise BatchStateError(f"batch {batch_id} is running ({describe_owner(batch['owner'])}): "
+                              f"stop it with: batchyard stop {batch_id}")
+    with session(db, write=True) as connection:
+        previous = batch["owner"] if status == "running" else None
+        if not ledger.cancel_batch(connection, batch_id, ("pending", "failed"), previous):
+            raise BatchStateError(f"batch {batch_id} changed meanwhile; look again with: "
+                                  f"batchyard status {batch_id}")
+        return ledger.get_batch(connection, batch_id)
 
 
 def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = None) -> dict:
     """Check the invariant (total == success + failed + ignored), write the rejects file, set
     the final status and remove the spool. Returns the final batch row."""
-    with session(job.db) as connection:
+    with session(job.db, write=True) as connection:
+        ledger.set_stage(connection, job.batch_id, "closing")
         batch = ledger.get_batch(connection, job.batch_id)
         chunk_rows = ledger.planned_chunks(connection, job.batch_id)
     accounted = batch["success"] + batch["failed"] + batch["ignored"]
@@ -171,7 +229,7 @@ def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = N
         failed_chunks = [c for c in chunk_rows if c["status"] != "committed"]
         status = "failed"
         code = failed_chunks[0]["error_code"] or PROCESSING_ERROR
-        error = f"{len(failed_chunks)} chunk(s) failed; resume the batch"
+        error = _chunks_failed(failed_chunks)
     elif accounted != batch["total"]:
         status, code = "failed", PROCESSING_ERROR
         error = (f"ledger invariant broken: total {batch['total']} != success + failed + "
@@ -188,6 +246,39 @@ def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = N
         final = ledger.finish_batch(connection, job.batch_id, status, error, code, rejects_file)
     remove_spool(job.batch_id)
     return final
+
+
+def _chunks_failed(failed: list[dict], shown: int = 3) -> str:
+    """`2 chunk(s) failed: chunk 2, rows 201-300 (100 records): TIMEOUT_ERROR: ...; ...`."""
+    described = [describe_failed_chunk({
+        "chunk": c["chunk_index"], "first_row": c["first_row"], "records": c["n_rows"],
+        "last_row": c["first_row"] + c["n_rows"] - 1,
+        "cause": failed_chunk_cause(c) if c["status"] == "failed" else "not loaded"})
+        for c in failed[:shown]]
+    more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
+    return f"{len(failed)} chunk(s) failed: {'; '.join(described)}{more}"
+
+
+def not_completed(summary: dict, db: str) -> RunNotCompleted | None:
+    """What a batch run that did not complete ends with (None when it completed): a message
+    naming the batch, its counts, why, and the command that resumes it (`db` as it may be
+    shown: a block name, or a URL without its password)."""
+    if summary["status"] == "completed":
+        return None
+    done = summary["success"] + summary["failed"] + summary["ignored"]
+    counts = (f"{summary['success']:,} of {summary['total']:,} records loaded, "
+              f"{summary['failed']:,} failed, {summary['ignored']:,} ignored")
+    if summary["status"] == "cancelled":
+        counts = (f"(stopped on request) after {done:,} of {summary['total']:,} records: "
+                  f"{summary['success']:,} loaded, {summary['failed']:,} failed, "
+                  f"{summary['ignored']:,} ignored")
+    why = f"; {summary['error']}" if summary.get("error") else ""
+    shown = db if db.startswith("block:") else safe_url(db)
+    separator = " " if summary["status"] == "cancelled" else ": "
+    return RunNotCompleted(
+        f"batch {summary['batch_id']} {summary['status']}{separator}{counts}{why}; resume it with: "
+        f"batchyard resume {summary['batch_id']} --db {shown}",
+        summary, cancelled=summary["status"] == "cancelled")
 
 
 def fail_batch(job: ImportJob, error: str, code: str) -> None:

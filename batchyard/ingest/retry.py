@@ -11,6 +11,7 @@ retry: total == success + failed + ignored (abandoned records count as failed).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from batchyard.chunks import PARSE_ERROR, RAW, ROW, ChunkRef, read_chunk
-from batchyard.engines import session
-from batchyard.errors import SourceError
+from batchyard.engines import safe_url, session
+from batchyard.errors import RunNotCompleted, SourceError
 from batchyard.ingest import ledger
 from batchyard.ingest.job import ImportJob
 from batchyard.ingest.lease import owner_id
@@ -108,7 +109,10 @@ def spool_retry(job: ImportJob, directory: Path, chunk_size: int,
     plan = load_schema(job.schema_name)
     tables = (_fixed_records(Path(from_file), plan.field_names) if from_file
               else _ledger_records(job, plan.field_names, chunk_size))
-    return spool_tables(tables, plan.field_names, directory, fixed_sizes(chunk_size))
+    refs = spool_tables(tables, plan.field_names, directory, fixed_sizes(chunk_size))
+    with session(job.db, write=True) as connection:
+        ledger.set_stage(connection, job.batch_id, "loading")
+    return refs
 
 
 def retry_chunk(job: ImportJob, ref: ChunkRef, max_retries: int) -> RetryResult:
@@ -147,16 +151,36 @@ def retry_chunk(job: ImportJob, ref: ChunkRef, max_retries: int) -> RetryResult:
     return result
 
 
-def begin_retry(job: ImportJob) -> dict:
-    """Mark the batch `running` (owned by this process) while its records are retried; a
-    completed batch may be retried too. Returns the batch row as it was."""
+def begin_retry(job: ImportJob, flow_run_id: str | None = None,
+                started_at: dt.datetime | None = None) -> dict:
+    """Mark the batch `running` (owned by this process) while its records are retried, as an
+    attempt of kind `retry` that began at `started_at`; a completed batch may be retried too.
+    Returns the batch row as it was."""
     with session(job.db, write=True) as connection:
+        ledger.ensure_ledger(connection)
         batch = ledger.get_batch(connection, job.batch_id)
         check_startable(batch, fresh=True)
         previous = batch["owner"] if batch["status"] == "running" else None
-        ledger.start_batch(connection, job.batch_id, None, owner_id(), previous,
-                           allow_completed=True)
+        ledger.start_batch(connection, job.batch_id, flow_run_id, owner_id(), previous,
+                           allow_completed=True, kind="retry", started_at=started_at)
         return batch
+
+
+def not_completed(summary: dict, totals: dict, max_retries: int, db: str) -> RunNotCompleted | None:
+    """What a retry run that left records failing ends with (None when none is left): the
+    batch, the counts, and how to go on (`db` as it may be shown, without a password)."""
+    left = totals["still_failed"] + totals["abandoned"]
+    if not left and summary["status"] == "completed":
+        return None
+    shown = db if db.startswith("block:") else safe_url(db)
+    batch_id = summary["batch_id"]
+    return RunNotCompleted(
+        f"retry of batch {batch_id}: {totals['retried']:,} records retried, "
+        f"{totals['succeeded']:,} loaded, {totals['ignored']:,} ignored, {totals['still_failed']:,} "
+        f"still failed, {totals['abandoned']:,} abandoned after {max_retries} retries; the batch has "
+        f"{summary['failed']:,} failed records: list them with batchyard errors {batch_id} --db "
+        f"{shown}, fix them and retry with: batchyard retry {batch_id} --db {shown} --from FIXED.csv",
+        {**summary, "retry": totals})
 
 
 def job_for(db: str, batch_id: str) -> ImportJob:

@@ -120,13 +120,16 @@ def check_column(spec: ColumnSpec, text: pa.ChunkedArray) -> tuple[pa.ChunkedArr
     return typed, pc.or_(ok, missing_ok)
 
 
-def format_errors(error: ValidationError) -> tuple[str, str]:
+def format_errors(error: ValidationError, original: dict[str, Any] | None = None) -> tuple[str, str]:
     """One readable line naming each failing field, as pydantic describes it, and the same line
-    without the offending values (the reason, for grouping failures)."""
+    without the offending values (the reason, for grouping failures). A field's value is shown
+    as it was in the file (`original`), not as normalised ('Germany', not 'GERMANY')."""
     parts, reasons = [], []
     for item in error.errors(include_url=False):
         where = ".".join(str(p) for p in item["loc"]) or "record"
         got = item.get("input")
+        if original and len(item["loc"]) == 1 and original.get(item["loc"][0]) is not None:
+            got = original[item["loc"][0]]
         shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {_short(got)})"
         parts.append(f"{where}: {item['msg']}{shown}")
         reasons.append(f"{where}: {item['msg']}")
@@ -171,7 +174,7 @@ def validate_rows(normalised: pa.Table, raw: pa.Table, plan: SchemaPlan) -> Vali
             try:
                 plan.model.model_validate(item)
             except ValidationError as exc:
-                bad[i] = format_errors(exc)
+                bad[i] = format_errors(exc, raw.slice(i, 1).to_pylist()[0])
         good = [i for i in range(len(inputs)) if i not in bad]
         models = adapter.validate_python([inputs[i] for i in good])
     else:
@@ -209,7 +212,7 @@ def validate_table(normalised: pa.Table, raw: pa.Table, plan: SchemaPlan) -> Val
             model = plan.model.model_validate(_present(record))
             _typed_rows([model], plan, [record[ROW]])
         except ValidationError as exc:
-            message, reason = format_errors(exc)
+            message, reason = format_errors(exc, payload)
             rejects.append(Reject(record[ROW], message, payload, reason))
         except (pa.ArrowInvalid, OverflowError):
             reason = "record: a value does not fit its column type (64-bit integer or float)"

@@ -47,6 +47,9 @@ class ExcelReader(Reader):
                     while names and not names[-1]:
                         names.pop()
                     return names
+            if self.options.sheet is None and len(book.sheetnames) > 1:
+                raise SourceError(f"{self.path}: the first sheet, {sheet.title!r}, is empty (sheets: "
+                                  f"{', '.join(book.sheetnames)}); pass --sheet NAME")
             return []
         finally:
             book.close()

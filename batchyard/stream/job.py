@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -21,6 +22,15 @@ class StreamJob(BaseModel):
     max_windows: int = Field(1000, ge=1)  # then the run ends; the next run carries on
     loop: bool = False  # wait for windows to come due instead of ending when none is
     function: str | None = None  # module:function applied to each window's rows
+    # where a job's first run starts: the window of its source's earliest event, the window
+    # its scheduled start owes (latest), or the window of a timestamp (ISO 8601 or epoch ms)
+    start_from: str = "earliest"
+
+    @field_validator("start_from")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        start_ms(value)
+        return value
 
     @field_validator("source", "target")
     @classmethod
@@ -47,6 +57,22 @@ class StreamJob(BaseModel):
     @property
     def stop_variable(self) -> str:
         return stop_variable(self.name)
+
+
+def start_ms(start_from: str) -> int | None:
+    """The epoch milliseconds of a `start_from` timestamp; None for `earliest` and `latest`.
+
+    Raises ValueError for anything else."""
+    if start_from in ("earliest", "latest"):
+        return None
+    if start_from.isdigit():
+        return int(start_from)
+    try:
+        moment = datetime.fromisoformat(start_from.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"start_from must be earliest, latest, an ISO 8601 timestamp or epoch "
+                         f"milliseconds, not {start_from!r}") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def stop_variable(name: str) -> str:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
+from batchyard.settings import get_settings
 from batchyard.stream.window import Window
 
 STANDARD = ("key", "count", "sum", "min", "max")
@@ -155,7 +156,9 @@ class RedisStreamSink:
     def __init__(self, url: str, stream: str):
         import redis
 
-        self.client = redis.Redis.from_url(url, decode_responses=True)
+        timeout = get_settings().redis_timeout
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                           socket_connect_timeout=timeout)
         self.stream = stream
         self.script = self.client.register_script(_COMMIT)
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from batchyard.settings import get_settings
 from batchyard.stream.aggregate import Event
 from batchyard.stream.window import Window
 
@@ -46,6 +47,9 @@ class Fetched:
 
 class Source(Protocol):
     def fetch(self, window: Window, seen: Position) -> Fetched: ...
+
+    def earliest(self) -> int | None:
+        """The event time (epoch ms) of the source's first event; None when it has none."""
 
     def ack(self, fetched: Fetched) -> None: ...
 
@@ -83,7 +87,9 @@ class RedisStreamSource:
     def __init__(self, url: str, stream: str, group: str, page: int = 1000):
         import redis
 
-        self.client = redis.Redis.from_url(url, decode_responses=True)
+        timeout = get_settings().redis_timeout
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                           socket_connect_timeout=timeout)
         self.stream, self.group, self.consumer, self.page = stream, group, group, page
         try:
             self.client.xgroup_create(stream, group, id="0", mkstream=True)
@@ -117,6 +123,16 @@ class RedisStreamSource:
                 elif classify(fetched, event, window, seen):
                     fetched.handles.append(entry_id)
         return fetched
+
+    def earliest(self) -> int | None:
+        """The time of the stream's first entry (entries come in roughly in time order; one
+        with an earlier time is counted as before the first window)."""
+        first = self.client.xrange(self.stream, count=1)
+        if not first:
+            return None
+        position = parse_position(first[0][0])
+        event = parse_event(position, first[0][1] or {})
+        return event.ts if event is not None else position[0]
 
     def ack(self, fetched: Fetched) -> None:
         for i in range(0, len(fetched.handles), 1000):
@@ -163,6 +179,11 @@ class SqlTableSource:
         for row_id, key, value, ts in rows:
             classify(fetched, Event((int(row_id), 0), str(key), float(value), int(ts)), window, seen)
         return fetched
+
+    def earliest(self) -> int | None:
+        with self.session(self.db) as current:
+            found = current.execute(sa.select(sa.func.min(self.table.c.ts))).scalar_one()
+        return None if found is None else int(found)
 
     def ack(self, fetched: Fetched) -> None:
         pass

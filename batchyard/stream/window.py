@@ -1,8 +1,9 @@
 """Tumbling windows as integer epoch milliseconds.
 
 The window a run processes is derived from the persisted watermark (or, on a job's first run,
-from the run's scheduled start time), never from the wall clock: a late or retried run then
-processes exactly the window it owes. The wall clock only decides whether that window is due.
+from where the job starts: its source's earliest event, a chosen moment, or the run's scheduled
+start time), never from the wall clock: a late or retried run then processes exactly the window
+it owes. The wall clock only decides whether that window is due.
 """
 
 from __future__ import annotations
@@ -62,9 +63,19 @@ def window_after(watermark_ms: int, size_ms: int) -> Window:
     return Window(watermark_ms, watermark_ms + size_ms)
 
 
+def window_of(moment_ms: int, size_ms: int) -> Window:
+    """The window that holds `moment_ms`."""
+    start = moment_ms // size_ms * size_ms
+    return Window(start, start + size_ms)
+
+
 def next_window(watermark_ms: int | None, scheduled_ms: int, size_ms: int,
-                lateness_ms: int = 0) -> Window:
+                lateness_ms: int = 0, start_ms: int | None = None) -> Window:
+    """After the watermark; on a job's first run, the window of `start_ms` when given (its
+    source's earliest event, or a chosen moment), else the one the scheduled start owes."""
     if watermark_ms is None:
+        if start_ms is not None:
+            return window_of(start_ms, size_ms)
         return first_window(scheduled_ms, size_ms, lateness_ms)
     return window_after(watermark_ms, size_ms)
 

@@ -16,7 +16,7 @@ from batchyard.engines import session
 from batchyard.ingest.spool import spool_dir
 from batchyard.readers import SourceOptions
 from flows.batch_import import batch_import
-from tests.helpers import fix_rejects, latest_artifact, rows
+from tests.helpers import fix_rejects, latest_artifact, rows, run_to_end
 
 
 def test_clean_file_loads_every_record(tmp_path, sqlite_url):
@@ -192,10 +192,11 @@ def test_chunk_that_keeps_failing_is_recorded_and_others_go_on(tmp_path, sqlite_
             "_row_number bigint, check (id < 150 or id > 199))"
         )
     source = write_users(tmp_path / "users.csv", 300, bad=False)
-    summary = batch_import(str(source), db=sqlite_url, chunk_size=100)
-    assert summary["status"] == "failed"
+    summary, state = run_to_end(batch_import, str(source), db=sqlite_url, chunk_size=100)
+    assert summary["status"] == "failed" and state.is_failed()  # issue 14: the run fails too
     assert (summary["success"], summary["failed"], summary["ignored"]) == (200, 100, 0)
-    assert summary["error"] == "1 chunk(s) failed; resume the batch"
+    assert summary["error"] == ("1 chunk(s) failed: chunk 1, rows 101-200 (100 records): PROCESSING_ERROR: "
+                                "IntegrityError: INTEGRITY: CHECK constraint failed: id < 150 or id > 199")
     chunks = rows(sqlite_url, "select chunk_index, status, error from batchyard_chunks order by 1")
     assert [(c[0], c[1]) for c in chunks] == [(0, "committed"), (1, "failed"), (2, "committed")]
     assert "CHECK constraint failed" in chunks[1][2]

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchyard.engines import session
+from batchyard.errors import RunNotCompleted
 from batchyard.etl.spec import PipelineSpec
 from flows.etl_pipeline import etl_pipeline
 from tests.batchyard.etl.api_server import TOKEN, ApiServer
@@ -32,8 +33,16 @@ def duck(path, sql: str) -> list[tuple]:
 
 
 def run(**spec) -> dict:
+    """The run's counts; a run with failed batches ends Failed (issue 14) and carries them."""
     parsed = PipelineSpec.model_validate(spec)
-    return etl_pipeline(**{name: getattr(parsed, name) for name in PipelineSpec.model_fields})
+    state = etl_pipeline(**{name: getattr(parsed, name) for name in PipelineSpec.model_fields},
+                         return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        assert isinstance(result, RunNotCompleted) and state.is_failed(), result
+        return result.summary
+    assert state.is_completed() and not result["failed_records"]
+    return result
 
 
 def make_events(url: str, ids: range, table: str = "events", stamp: str = "2026-01-01") -> None:
@@ -257,7 +266,7 @@ def test_deployment_parameters_in_prefect_yaml_are_valid():
     parameters = etl_pipeline.validate_parameters(deployment["parameters"])
     assert (parameters["pipeline_id"], parameters["sources"][0].cursor_column, parameters["target"].type) == (
         "nightly-orders", "updated_at", "warehouse")
-    assert deployment["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC"}]
+    assert deployment["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": False}]
 
 
 @pytest.mark.slow

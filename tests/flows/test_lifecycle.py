@@ -17,7 +17,15 @@ from batchyard import faults
 from batchyard.demo import expected_counts, write_users
 from batchyard.ingest.lifecycle import request_stop
 from flows.batch_import import batch_import
-from tests.helpers import batchyard_command, cli_env, latest_artifact, refuse_ids, rows
+from tests.helpers import (
+    batchyard_command,
+    cli_env,
+    latest_artifact,
+    recorded_state,
+    refuse_ids,
+    rows,
+    run_to_end,
+)
 
 
 def start_paused(tmp_path: Path, api: str, source: Path, db: str, batch_id: str, point: str):
@@ -112,8 +120,9 @@ def test_stop_between_chunks_then_resume(tmp_path, sqlite_url):
     outcome: dict = {}
 
     def run():
-        outcome["summary"] = batch_import(str(source), db=sqlite_url, chunk_size=100,
-                                          max_parallel=1, batch_id="stop-me")
+        outcome["summary"], outcome["state"] = run_to_end(
+            batch_import, str(source), db=sqlite_url, chunk_size=100, max_parallel=1,
+            batch_id="stop-me")
 
     worker = threading.Thread(target=run)
     worker.start()
@@ -129,7 +138,14 @@ def test_stop_between_chunks_then_resume(tmp_path, sqlite_url):
     request_stop(sqlite_url, "stop-me")
     worker.join(120)
     stopped = outcome["summary"]
-    assert stopped["status"] == "cancelled"
+    assert stopped["status"] == "cancelled" and outcome["state"].is_cancelled()
+    recorded = recorded_state(outcome["state"])  # issue 14: Cancelled in Prefect too, not Completed
+    done_before = stopped["success"] + stopped["failed"] + stopped["ignored"]
+    assert recorded.type.value == "CANCELLED"
+    assert recorded.message == (
+        f"batch stop-me cancelled (stopped on request) after {done_before:,} of 2,000 records: "
+        f"{stopped['success']:,} loaded, {stopped['failed']:,} failed, {stopped['ignored']:,} ignored; "
+        f"resume it with: batchyard resume stop-me --db {sqlite_url}")
     committed = rows(sqlite_url, "select count(*), coalesce(sum(success + failed + ignored), 0) "
                                  "from batchyard_chunks where status='committed'")[0]
     assert 2 <= committed[0] < 20
@@ -153,8 +169,9 @@ def test_failed_chunk_is_resumable_once_the_cause_is_gone(tmp_path, sqlite_url, 
     monkeypatch.setenv("BATCHYARD_CHUNK_RETRIES", "1")
     source = write_users(tmp_path / "users.csv", 500, bad=False)
     refuse_ids(tmp_path, sqlite_url, 201, 300)
-    first = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="fix-me")
+    first, state = run_to_end(batch_import, str(source), db=sqlite_url, chunk_size=100, batch_id="fix-me")
     assert (first["status"], first["success"], first["failed"]) == ("failed", 400, 100)
+    assert state.is_failed()
     assert first["error_code"] == "PROCESSING_ERROR"
     assert rows(sqlite_url, "select chunk_index, status, error_code from batchyard_chunks "
                             "where batch_id='fix-me' and status <> 'committed'") == [
@@ -197,8 +214,8 @@ def test_lock_wait_that_outlasts_the_retries_is_a_timeout_error(tmp_path, sqlite
 
     locker = threading.Thread(target=lock_after_first_chunk)
     locker.start()
-    first = batch_import(str(source), db=sqlite_url, chunk_size=100, max_parallel=1,
-                         batch_id="locked")
+    first, _ = run_to_end(batch_import, str(source), db=sqlite_url, chunk_size=100, max_parallel=1,
+                          batch_id="locked")
     locker.join(60)
     assert (first["status"], first["error_code"]) == ("failed", "TIMEOUT_ERROR")
     assert first["success"] + first["failed"] == 300 and first["failed"] >= 100

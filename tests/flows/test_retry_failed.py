@@ -8,7 +8,7 @@ from pathlib import Path
 from batchyard.demo import write_users
 from flows.batch_import import batch_import
 from flows.retry_failed import retry_failed
-from tests.helpers import fix_rejects, rows
+from tests.helpers import fix_rejects, rows, run_to_end
 
 
 def invariant(url: str, batch_id: str) -> tuple:
@@ -26,7 +26,9 @@ def test_retry_from_a_corrected_file_then_abandon_the_rest(tmp_path, sqlite_url)
             record.update(age="40", country="DE")
 
     fixed = fix_rejects(first["rejects_file"], tmp_path / "fixed.csv", fix_age_and_country)
-    second = retry_failed(first["batch_id"], db=sqlite_url, from_file=str(fixed), max_retries=2)
+    second, state = run_to_end(retry_failed, first["batch_id"], db=sqlite_url, from_file=str(fixed),
+                               max_retries=2)
+    assert state.is_failed()  # issue 14: records are still failing, so the retry run fails
     assert second["retry"] == {"retried": 18, "succeeded": 6, "ignored": 0, "still_failed": 12,
                                "abandoned": 0, "not_failed": 0}
     assert (second["success"], second["failed"], second["ignored"]) == (285, 12, 3)
@@ -34,14 +36,15 @@ def test_retry_from_a_corrected_file_then_abandon_the_rest(tmp_path, sqlite_url)
     assert rows(sqlite_url, "select count(*) from users") == [(285,)]
     assert rows(sqlite_url, "select age, country from users where _row_number = 20") == [(40, "DE")]
 
-    third = retry_failed(first["batch_id"], db=sqlite_url, max_retries=2)
+    third, state = run_to_end(retry_failed, first["batch_id"], db=sqlite_url, max_retries=2)
+    assert state.is_failed() and "12 abandoned after 2 retries" in state.message
     assert third["retry"] == {"retried": 12, "succeeded": 0, "ignored": 0, "still_failed": 0,
                               "abandoned": 12, "not_failed": 0}
     assert (third["success"], third["failed"]) == (285, 12)
     assert rows(sqlite_url, "select status, retry_count, count(*) from batchyard_records "
                             "group by 1, 2 order by 1, 2") == [
         ("abandoned", 2, 12), ("ignored", 0, 3), ("succeeded", 1, 6)]
-    fourth = retry_failed(first["batch_id"], db=sqlite_url, max_retries=2)
+    fourth = retry_failed(first["batch_id"], db=sqlite_url, max_retries=2)  # nothing left to retry
     assert fourth["retry"]["retried"] == 0
     assert invariant(sqlite_url, first["batch_id"]) == (300, 300)
     with Path(third["rejects_file"]).open() as handle:
@@ -56,7 +59,7 @@ def test_retry_with_current_schema_from_ledger_counts_duplicates_as_ignored(tmp_
                     "1,c@example.com,C,30,de ,2020-01-01,1\n")
     first = batch_import(str(path), db=sqlite_url)
     assert (first["success"], first["failed"], first["ignored"]) == (1, 1, 1)
-    again = retry_failed(first["batch_id"], db=sqlite_url)
+    again, _ = run_to_end(retry_failed, first["batch_id"], db=sqlite_url)
     assert again["retry"] == {"retried": 1, "succeeded": 0, "ignored": 0, "still_failed": 1,
                               "abandoned": 0, "not_failed": 0}
     assert rows(sqlite_url, "select retry_count, status from batchyard_records "

@@ -17,7 +17,7 @@ from batchyard.demo import expected_counts, write_users
 from batchyard.errors import ConfigurationError
 from flows.batch_import import batch_import
 from tasks.runners import chunks_in_flight
-from tests.helpers import free_port, refuse_ids, rows
+from tests.helpers import free_port, refuse_ids, rows, run_to_end
 
 ROWS, CHUNK = 3_000, 500
 
@@ -109,9 +109,12 @@ def test_failed_chunk_on_dask_is_recorded_and_resumed_on_dask(tmp_path, sqlite_u
     monkeypatch.setenv("BATCHYARD_CHUNK_RETRIES", "0")
     source = write_users(tmp_path / "users.csv", 400, bad=False)
     refuse_ids(tmp_path, sqlite_url, 101, 200)
-    first = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="on-dask",
-                         task_runner="dask", dask_address=dask_address)
-    assert (first["status"], first["success"], first["failed"]) == ("failed", 300, 100)
+    first, state = run_to_end(batch_import, str(source), db=sqlite_url, chunk_size=100, batch_id="on-dask",
+                              task_runner="dask", dask_address=dask_address)
+    assert (first["status"], first["success"], first["failed"]) == ("failed", 300, 100) and state.is_failed()
+    # the driver's error comes back as it was, not as the TypeError of unpickling it (issue 14)
+    assert first["failed_chunks"][0]["cause"] == ("PROCESSING_ERROR: InternalError: INTERNAL: failed to "
+                                                  "execute: maintenance")
     assert rows(sqlite_url, "select chunk_index, status from batchyard_chunks "
                             "where batch_id = 'on-dask' and status <> 'committed'") == [(1, "failed")]
     rows(sqlite_url, "drop trigger maintenance")

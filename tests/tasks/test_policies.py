@@ -32,11 +32,14 @@ def test_chunk_policy_follows_the_settings_at_run_time(monkeypatch):
     assert options["retry_condition_fn"] is retry_transient
 
 
-def test_etl_delays_double_and_scale(monkeypatch):
-    assert etl_transform_policy().options()["retry_delay_seconds"] == [1.0, 3.0, 10.0]
-    assert etl_load_policy().options()["retry_delay_seconds"] == [2.0, 4.0, 8.0, 16.0, 30.0]
+def test_etl_attempts_and_delays_are_the_reference_ones_and_scale(monkeypatch):
+    """Transform 3 attempts in all (1 s, doubling), load 5 (2 s, doubling, at most 30 s), as the
+    Temporal data pipeline gives them (issue 14: one retry fewer each than before)."""
+    transform, load = etl_transform_policy().options(), etl_load_policy().options()
+    assert (transform["retries"], transform["retry_delay_seconds"]) == (2, [1.0, 2.0])
+    assert (load["retries"], load["retry_delay_seconds"]) == (4, [2.0, 4.0, 8.0, 16.0])
     monkeypatch.setenv("BATCHYARD_ETL_RETRY_SCALE", "0.01")
-    assert etl_load_policy().options()["retry_delay_seconds"] == [0.02, 0.04, 0.08, 0.16, 0.3]
+    assert etl_load_policy().options()["retry_delay_seconds"] == [0.02, 0.04, 0.08, 0.16]
 
 
 def test_bookkeeping_retries_whatever_failed():

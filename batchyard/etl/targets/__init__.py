@@ -79,6 +79,11 @@ class EtlTarget(Protocol):
                 `batchyard.etl.load.load_table` turns it into a LoadValidationError.
         """
 
+    def integer_columns(self, job: LoadJob) -> set[str]:
+        """The columns of the prepared `job.table` that hold whole numbers (an existing
+        table's, or an existing directory's files'), so that a float value for one is refused
+        unless it is whole, never rounded."""
+
     def finish(self, job: LoadJob, complete: bool) -> bool:
         """End the run's load. Under `replace`, put the staging data in the target's place if
         `complete` (every batch loaded), else drop it; other dispositions have nothing to do.
@@ -163,6 +168,12 @@ def swap_statements(table: str, staging: str, complete: bool) -> list[str]:
         return [f"DROP TABLE IF EXISTS {quote(staging)}"]
     return [f"DROP TABLE IF EXISTS {quote(table)}",
             f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}"]
+
+
+def is_integer_type(name: str) -> bool:
+    """Whether a database's name for a column type (BIGINT, int4, INTEGER, ...) is a whole
+    number type."""
+    return "INT" in name.upper()
 
 
 def column_kind(arrow_type: pa.DataType) -> str:

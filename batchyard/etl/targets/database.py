@@ -30,6 +30,7 @@ from batchyard.etl.targets import (
     LoadValidationError,
     TableTarget,
     column_kind,
+    is_integer_type,
     swap_statements,
 )
 from batchyard.identifiers import check_identifier, quote
@@ -102,6 +103,16 @@ class DatabaseEtlTarget(TableTarget):
                           table[BATCH][0].as_py())
             else:
                 current.ingest_into(job.table, table)
+
+    def integer_columns(self, job: LoadJob) -> set[str]:
+        with session(self.spec.url) as current:
+            if current.dialect_name == "sqlite":
+                found = current.sql("SELECT name, type FROM pragma_table_info(?)", (job.table,)).rows
+            else:
+                where = " AND table_schema = current_schema()" if current.dialect_name == "postgresql" else ""
+                found = current.sql("SELECT column_name, data_type FROM information_schema.columns "
+                                    f"WHERE table_name = {current.placeholder}{where}", (job.table,)).rows
+        return {name for name, kind in found if is_integer_type(kind or "")}
 
     def finish(self, job: LoadJob, complete: bool) -> bool:
         if job.disposition != "replace":

@@ -58,6 +58,16 @@ class FileEtlTarget:
             existing_data_behavior="overwrite_or_ignore",
         )
 
+    def integer_columns(self, job: LoadJob) -> set[str]:
+        """Of Parquet files already in the directory: a dataset's files must agree on types
+        (CSV files keep no types)."""
+        import pyarrow.dataset as ds
+
+        if self.spec.format != "parquet" or not any(Path(job.table).rglob("*.parquet")):
+            return set()
+        schema = ds.dataset(job.table, format="parquet", partitioning="hive").schema
+        return {f.name for f in schema if pa.types.is_integer(f.type)}
+
     def finish(self, job: LoadJob, complete: bool) -> bool:
         if job.disposition != "replace":
             return complete

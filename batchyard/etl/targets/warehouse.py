@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from batchyard.etl import state
 from batchyard.etl.extract import Cursor
-from batchyard.etl.targets import TableTarget, column_kind, swap_statements
+from batchyard.etl.targets import TableTarget, column_kind, is_integer_type, swap_statements
 from batchyard.identifiers import quote
 
 if TYPE_CHECKING:
@@ -101,6 +101,13 @@ class WarehouseEtlTarget(TableTarget):
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+
+    def integer_columns(self, job: LoadJob) -> set[str]:
+        with duckdb_connection(self.spec.path) as connection:
+            found = connection.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
+                [job.table]).fetchall()
+        return {name for name, kind in found if is_integer_type(kind)}
 
     def finish(self, job: LoadJob, complete: bool) -> bool:
         if job.disposition != "replace":

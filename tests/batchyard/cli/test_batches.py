@@ -37,7 +37,7 @@ def test_import_json_output_and_status(tmp_path, sqlite_url):
     assert json.loads(status.stdout)["success"] == summary["success"]
     text = invoke("status", summary["batch_id"], "--db", sqlite_url)
     assert f"batch {summary['batch_id']}: completed" in text.stdout
-    assert "total 300  success 279  failed 18  ignored 3  (100.0%)" in text.stdout
+    assert "total 300  success 279  failed 18  ignored 3  (100.0% done)" in text.stdout
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,8 @@ def test_import_json_output_and_status(tmp_path, sqlite_url):
          "error: invalid table name 'users; drop table x': use letters, digits and underscores"),
         (["import", "{tmp}/fake.parquet"], "error: {tmp}/fake.parquet: not a parquet file"),
         (["import", "{users}", "--format", "xml"], "error: invalid source option: format:"),
-        (["status", "nope", "--db", "sqlite:///{tmp}/x.db"], "error: no batch 'nope' in sqlite:///"),
+        # issue 14: a read-only command creates nothing, and says the database is not there
+        (["status", "nope", "--db", "sqlite:///{tmp}/x.db"], "error: no such database: sqlite:///{tmp}/x.db"),
     ],
 )
 def test_fatal_problems_exit_non_zero_with_one_line(tmp_path, args, message):

@@ -31,10 +31,15 @@ def test_stream_run_closes_the_window_owed_by_now(sqlite_url):
                     "--window-seconds", 3600, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {k: summary[k] for k in ("windows", "events_in", "events_out", "late", "watermark", "stopped")} == {
-        "windows": 1, "events_in": 2, "events_out": 1, "late": 1, "watermark": hour, "stopped": False}
+    # from the earliest event (issue 14): the older "b" is aggregated in its own window, not late
+    assert {k: summary[k] for k in ("windows", "events_in", "events_out", "late", "before_start",
+                                    "watermark", "stopped")} == {
+        "windows": 2, "events_in": 3, "events_out": 2, "late": 0, "before_start": 0, "watermark": hour,
+        "stopped": False}
     with session(sqlite_url) as current:
-        assert current.sql("SELECT key, count, sum, min, max FROM stream_results").rows == [("a", 2, 7.0, 2.0, 5.0)]
+        assert current.sql("SELECT window_start, key, count, sum, min, max FROM stream_results "
+                           "ORDER BY window_start").rows == [
+            (hour - 2 * HOUR, "b", 1, 1.0, 1.0, 1.0), (hour - HOUR, "a", 2, 7.0, 2.0, 5.0)]
     again = invoke("stream", "run", "cli-job", "--source-url", sqlite_url, "--target-url", sqlite_url,
                    "--window-seconds", 3600)
     assert again.exit_code == 0
@@ -42,9 +47,9 @@ def test_stream_run_closes_the_window_owed_by_now(sqlite_url):
 
 
 def test_stream_stop_then_run_ends_at_once(sqlite_url):
-    stopped = invoke("stream", "stop", "cli-stop")
+    stopped = invoke("stream", "stop", "cli-stop", "--next")
     assert stopped.exit_code == 0
-    assert "stop requested for stream job cli-stop" in stopped.stdout
+    assert "stop requested for the next run of stream job cli-stop" in stopped.stdout
     result = invoke("stream", "run", "cli-stop", "--source-url", sqlite_url, "--target-url", sqlite_url)
     assert result.exit_code == 0
     assert "stream cli-stop: 0 windows, 0 events in, 0 out, 0 late (stopped)" in result.stdout

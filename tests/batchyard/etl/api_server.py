@@ -1,10 +1,11 @@
 """A real HTTP JSON API on 127.0.0.1 for the ETL tests: paginates four ways, wants a bearer
-token, answers 503 and 429 (with Retry-After) on chosen requests."""
+token, answers 503 and 429 (with Retry-After) on chosen requests, and `/slow` only after a while."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -70,6 +71,9 @@ class ApiServer:
             return self._send(handler, 429, {"error": "slow down"}, {"Retry-After": "1"})
         if status:
             return self._send(handler, status, {"error": "unavailable"})
+        if parsed.path == "/slow":
+            time.sleep(float(query.get("seconds", 3)))
+            return self._send(handler, 200, self.items)
         if parsed.path == "/broken":
             return self._send(handler, 500, {"error": "always broken"})
         limit = int(query.get("limit", 10))

@@ -99,7 +99,8 @@ def test_a_failed_chunk_fails_the_batch_and_a_stopped_one_cancels(tmp_path, db_u
     fail_chunk(job, second, "PROCESSING_ERROR: OperationalError: database is locked")
     final = close_batch(job)
     assert (final["status"], final["error"], final["success"], final["failed"]) == (
-        "failed", "1 chunk(s) failed; resume the batch", 5, 5)
+        "failed", "1 chunk(s) failed: chunk 1, rows 6-10 (5 records): PROCESSING_ERROR: "
+                  "OperationalError: database is locked", 5, 5)
     open_batch(job, 5, SourceOptions())  # a resume: the failed chunk is pending again
     assert batch_row(db_url, "b-fail")["failed"] == 0
     request_stop(db_url, "b-fail")
@@ -107,10 +108,10 @@ def test_a_failed_chunk_fails_the_batch_and_a_stopped_one_cancels(tmp_path, db_u
 
 
 def test_stop_refuses_a_batch_that_is_not_running(tmp_path, db_url):
-    with pytest.raises(BatchStateError, match="no batch 'nope'"):
-        request_stop(db_url, "nope")
     source = write_users(tmp_path / "u.csv", 3, bad=False)
     import_without_prefect(source, db_url, batch_id="b-done")
+    with pytest.raises(BatchStateError, match="no batch 'nope'"):
+        request_stop(db_url, "nope")
     with pytest.raises(BatchStateError, match="batch b-done is completed, not running"):
         request_stop(db_url, "b-done")
 

@@ -52,6 +52,7 @@ def test_a_fixed_file_without_row_numbers_is_refused(tmp_path, sqlite_url):
         _retry(sqlite_url, "b-nofix", tmp_path, tmp_path / "fixed.csv")
 
 
-def test_retry_of_an_unknown_batch(sqlite_url):
+def test_retry_of_an_unknown_batch(tmp_path, sqlite_url):
+    import_without_prefect(write_users(tmp_path / "u.csv", 3, bad=False), sqlite_url)
     with pytest.raises(BatchStateError, match="no batch 'nope'"):
         job_for(sqlite_url, "nope")

@@ -58,7 +58,7 @@ def test_an_empty_string_is_a_value_not_a_missing_one():
         ("name", "", "name: String should have at least 1 character (got '')"),
         ("age", "151", "age: Input should be less than or equal to 150 (got '151')"),
         ("age", "4.5", "age: Input should be a valid integer, unable to parse string as an integer (got '4.5')"),
-        ("country", "Germany", "country: String should match pattern '^[A-Z]{2}$' (got 'GERMANY')"),
+        ("country", "Germany", "country: String should match pattern '^[A-Z]{2}$' (got 'Germany')"),  # as in the file (issue 14)
         ("signup_date", "2021-02-30", "signup_date: Input should be a valid date or datetime, day value is outside expected range (got '2021-02-30')"),
         ("signup_date", "31/01/2020", "signup_date: Input should be a valid date or datetime, invalid character in year (got '31/01/2020')"),
         ("signup_date", "1960-01-01", "signup_date: Input should be greater than or equal to 1970-01-01"),

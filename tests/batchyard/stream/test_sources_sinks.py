@@ -65,7 +65,9 @@ def test_sql_source_and_sink_close_a_window_once(sqlite_url):
     insert_events(sqlite_url, "events", [("a", 1, 60_000), ("a", 3, 70_000), ("b", 2, 119_999),
                                          ("a", 9, 120_000), ("old", 5, 1_000)])
     first = process_window(source, sink, "job", W, 130_000)
-    assert (first.events_in, first.events_out, first.late, first.committed) == (3, 2, 1, True)
+    # the job's first window: the older event is before its start, not late (issue 14)
+    assert (first.events_in, first.events_out, first.late, first.before_start, first.committed) == (
+        3, 2, 0, 1, True)
     assert first.lag_seconds == 10.0
     assert sink.state("job").watermark == 120_000 and sink.state("job").position == "5-0"
     again = process_window(source, sink, "job", W, 130_000)
@@ -80,7 +82,7 @@ def test_sql_source_and_sink_close_a_window_once(sqlite_url):
                               "batchyard_stream_windows ORDER BY window_start").rows
     assert rows == [(60_000, "a", 2, 4.0, 1.0, 3.0), (60_000, "b", 1, 2.0, 2.0, 2.0),
                     (120_000, "a", 1, 9.0, 9.0, 9.0), (120_000, "c", 1, 1.0, 1.0, 1.0)]
-    assert windows == [(60_000, 3, 2, 1), (120_000, 2, 2, 1)]
+    assert windows == [(60_000, 3, 2, 0), (120_000, 2, 2, 1)]
     assert sink.state("job").windows == 2
 
 
@@ -130,7 +132,8 @@ def test_redis_source_acks_after_commit_and_keeps_later_windows_pending(redis_ur
     client.xadd(stream, {"nokey": 1})
     source, sink = open_source(redis_url, stream, names), open_sink(redis_url, out)
     first = process_window(source, sink, names, W, 121_000)
-    assert (first.events_in, first.events_out, first.late, first.invalid) == (3, 2, 1, 1)
+    assert (first.events_in, first.events_out, first.late, first.before_start, first.invalid) == (
+        3, 2, 0, 1, 1)
     group = f"batchyard-{names}"
     assert client.xpending(stream, group)["pending"] == 1  # the 125 000 event waits for its window
     entries = [e[1] for e in client.xrange(out)]
@@ -152,7 +155,8 @@ def test_postgres_source_and_sink(postgres_url, unique_table):
     insert_events(postgres_url, f"{unique_table}_in", [("a", 1, 60_000), ("a", 2, 61_000), ("z", 1, 5)])
     job = f"pg-{unique_table}"
     first = process_window(source, sink, job, W, 120_000)
-    assert (first.events_in, first.events_out, first.late, first.committed) == (2, 1, 1, True)
+    assert (first.events_in, first.events_out, first.late, first.before_start, first.committed) == (
+        2, 1, 0, 1, True)
     assert process_window(source, sink, job, W, 120_000).committed is False
     with session(postgres_url) as current:
         rows = current.sql(f'SELECT key, count, sum, min, max FROM "{unique_table}_out" WHERE job = %s',
