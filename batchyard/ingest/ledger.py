@@ -117,12 +117,14 @@ def get_batch(connection, batch_id: str) -> dict | None:
 
 
 def with_times(row: dict) -> dict:
-    """SQLite hands timestamps back as text; make them datetimes as PostgreSQL does."""
+    """SQLite hands timestamps back as text and MariaDB as naive UTC datetimes; make them aware
+    datetimes as PostgreSQL does."""
     for name in ("created_at", "started_at", "finished_at", "committed_at", "heartbeat_at"):
         value = row.get(name)
         if isinstance(value, str):
-            parsed = dt.datetime.fromisoformat(value)
-            row[name] = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+            value = dt.datetime.fromisoformat(value)
+        if isinstance(value, dt.datetime):
+            row[name] = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     return row
 
 
