@@ -131,6 +131,15 @@ def db_url(request, tmp_path: Path) -> str:
 
 
 def fresh_mariadb_database(base: str):
+    yield from fresh_database(base, "`{}`", "")
+
+
+def fresh_postgres_database(base: str):
+    yield from fresh_database(base, '"{}"', " WITH (FORCE)")
+
+
+def fresh_database(base: str, quoted: str, drop_options: str):
+    """A new database on the server of `base` (its name as `quoted` shows it), dropped after."""
     import sqlalchemy as sa
 
     from batchyard.engines import normalise_url
@@ -139,33 +148,12 @@ def fresh_mariadb_database(base: str):
     name = f"by_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(normalise_url(base), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE `{name}`")
+        connection.exec_driver_sql(f"CREATE DATABASE {quoted.format(name)}")
     url = normalise_url(base).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
         dispose_engines()
         with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.dispose()
-
-
-def fresh_postgres_database(base: str):
-    import sqlalchemy as sa
-
-    from batchyard.engines import normalise_url
-
-    name = f"by_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(normalise_url(base), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = normalise_url(base).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        from batchyard.engines.base import dispose_engines
-
-        dispose_engines()
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted.format(name)}{drop_options}")
         admin.dispose()

@@ -130,7 +130,7 @@ class SqlAlchemySession:
         with self._cursor() as cursor:
             cursor.execute(text, params or None)
             if cursor.description:
-                return Rows([d[0] for d in cursor.description], cursor.fetchall(), -1)
+                return Rows([d[0] for d in cursor.description], list(cursor.fetchall()), -1)
             return Rows([], [], cursor.rowcount)
 
     def stream(self, statement, size: int = 10_000) -> Iterator[tuple]:

@@ -7,7 +7,7 @@ refuses) into warnings; the session reads them and raises: a conflict as a uniqu
 (the loader then stages and merges), refused values as `RecordsRefused`, naming each record.
 
 Sessions run in READ COMMITTED, as PostgreSQL does, on UTC, in strict mode; tables are InnoDB,
-utf8mb4 with binary collation (keys compare as exactly as on the other engines). MySQL has no
+utf8mb4 with a binary NO PAD collation (keys compare as exactly as on the other engines). MySQL has no
 text primary keys: text columns in a key or an index become VARCHAR(255), other text LONGTEXT.
 """
 
@@ -35,7 +35,8 @@ SESSION_SETUP = (
 KEY_TEXT_LENGTH = 255
 """Characters of a text column in a key or index: 4 bytes each in utf8mb4, and InnoDB keys
 hold 3072 bytes, so three such columns fit in one key."""
-TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+COLLATIONS = {True: "utf8mb4_nopad_bin", False: "utf8mb4_0900_bin"}
+"""Binary and NO PAD (MariaDB, MySQL 8): 'a', 'A' and 'a ' are three keys, as elsewhere."""
 _DUPLICATE_KEY = 1062
 _LOCAL_INFILE_REFUSED = (1148, 3948, 4166)
 _AT_ROW = re.compile(r"\s*\bat row (\d+)\s*$", re.IGNORECASE)
@@ -77,19 +78,20 @@ LOAD_FORMAT = ("CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOS
                "ESCAPED BY '' LINES TERMINATED BY '\\n'")
 
 
-def refusals(warnings: list[tuple], expected: int) -> tuple[bool, dict[int, str]]:
-    """From a LOAD DATA's warnings: whether a key existed, and the records whose values were
-    refused (index in the load → the server's messages). Notes (a decimal rounded) are fine.
+def refusals(warnings: list[tuple], expected: int) -> tuple[str | None, dict[int, str]]:
+    """From a LOAD DATA's warnings: the first key that existed (the server's message), and the
+    records whose values were refused (index in the load → the server's messages). Notes (a
+    decimal rounded) are fine.
 
     Raises the server's first refusal as it is when a warning names no record, or when there
     were more than it listed."""
     import pymysql
 
-    conflict, refused = False, {}
+    conflict, refused = None, {}
     real = [(code, message) for level, code, message in warnings if level != "Note"]
     for code, message in real:
         if code == _DUPLICATE_KEY:
-            conflict = True
+            conflict = conflict or message
             continue
         found = _AT_ROW.search(message)
         if found is None or len(warnings) < expected:
@@ -135,7 +137,7 @@ class MariadbSession(SqlAlchemySession):
             os.unlink(handle.name)
         conflict, refused = refusals(warnings, expected)
         if conflict:
-            raise pymysql.err.IntegrityError(_DUPLICATE_KEY, f"duplicate key loading {table}")
+            raise pymysql.err.IntegrityError(_DUPLICATE_KEY, f"loading {table}: {_AT_ROW.sub('', conflict)}")
         if refused:
             raise RecordsRefused(table, refused)
 
@@ -214,7 +216,9 @@ class MariadbSession(SqlAlchemySession):
         for index in sorted(table.indexes, key=lambda i: i.name):
             names = ", ".join(backtick(c.name) for c in index.columns)
             parts.append(f"{'UNIQUE ' if index.unique else ''}INDEX {backtick(index.name)} ({names})")
-        return f"CREATE TABLE IF NOT EXISTS {backtick(table.name)} ({', '.join(parts)}) {TABLE_OPTIONS}"
+        collation = COLLATIONS[bool(self.connection.dialect.is_mariadb)]
+        return (f"CREATE TABLE IF NOT EXISTS {backtick(table.name)} ({', '.join(parts)}) "
+                f"ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}")
 
     def create(self, metadata: sa.MetaData) -> None:
         for table in metadata.sorted_tables:
