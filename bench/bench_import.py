@@ -11,10 +11,12 @@ have one), on the CSV and on the same data as Parquet; batchyard in ephemeral mo
 chunk functions without Prefect (to measure Prefect's share); pandas `read_csv(chunksize)` +
 `to_sql`; dlt; plain `sqlite3.executemany` of already-parsed rows (the floor).
 PostgreSQL (when one answers at --pg-url): batchyard against the server, and a raw `COPY`.
+MariaDB (when one answers at --mariadb-url): batchyard against the server, and a raw
+`LOAD DATA LOCAL INFILE` of the CSV.
 
 Each row records the process's wall time, the time of the work itself (batchyard: the batch's
 duration in its ledger; the others: their load) and the process's peak RSS. Results are
-appended to bench/RESULTS.md with the targets of issue 6 checked.
+appended to bench/RESULTS.md with the targets of issues 6 and 18 checked.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
 PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+MARIADB_URL = "mariadb://root@127.0.0.1:3306/test"
 BENCH_DB = "batchyard_bench"
 
 USERS_DDL = ("create table raw_users (id bigint primary key, email text, name text, age integer, "
@@ -118,6 +121,26 @@ COPY = textwrap.dedent("""
 """)
 
 
+LOAD_DATA = textwrap.dedent("""
+    import json, sys, time
+    import pymysql
+    from sqlalchemy.engine import make_url
+    source, url, ddl = sys.argv[1], make_url(sys.argv[2]), sys.argv[3]
+    start = time.perf_counter()
+    connection = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
+                                 password=url.password or "", database=url.database, local_infile=True)
+    with connection.cursor() as cursor:
+        cursor.execute("drop table if exists raw_users")
+        cursor.execute(ddl)
+        cursor.execute("load data local infile %s into table raw_users fields terminated by ',' "
+                       "optionally enclosed by '\\"' lines terminated by '\\n' ignore 1 lines", (source,))
+    connection.commit()
+    print(json.dumps({"work_seconds": time.perf_counter() - start}))
+""")
+
+SERVERS = {"PostgreSQL": "batchyard → PostgreSQL (server)", "MariaDB": "batchyard → MariaDB (server)"}
+"""Each database server's batchyard contender, against which its raw load is compared."""
+
 
 def run_measured(command: list[str], env: dict) -> dict:
     """Run a command; return wall seconds, its own peak RSS (MiB) and its last stdout line."""
@@ -174,6 +197,25 @@ def postgres_database(url: str) -> str | None:
     return url.rsplit("/", 1)[0] + f"/{BENCH_DB}"
 
 
+def mariadb_database(url: str) -> str | None:
+    """A fresh database for the MariaDB runs, or None when no server answers."""
+    try:
+        import sqlalchemy as sa
+
+        from batchyard.engines import normalise_url
+
+        engine = sa.create_engine(normalise_url(url), isolation_level="AUTOCOMMIT",
+                                  connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"drop database if exists {BENCH_DB}")
+            connection.exec_driver_sql(f"create database {BENCH_DB}")
+        engine.dispose()
+    except Exception as exc:  # no MariaDB here: the other runs still stand
+        print(f"MariaDB runs skipped: {str(exc).splitlines()[0]}")
+        return None
+    return url.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+
+
 TO_PARQUET = textwrap.dedent("""
     import sys
     import pyarrow.csv as pv
@@ -205,7 +247,7 @@ class Contender:
 
 
 def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: str,
-               pg: str | None) -> list[Contender]:
+               pg: str | None, maria: str | None) -> list[Contender]:
     chunking = ["--chunk-size", str(args.chunk_size), "--max-parallel", str(args.max_parallel)]
     server = {"PREFECT_API_URL": api}
 
@@ -251,6 +293,12 @@ def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: st
             Contender("raw COPY → PostgreSQL",
                       [sys.executable, "-c", COPY, str(source), pg, USERS_DDL]),
         ]
+    if maria:
+        chosen += [
+            batchyard("batchyard → MariaDB (server)", source, maria, server),
+            Contender("raw LOAD DATA LOCAL INFILE → MariaDB",
+                      [sys.executable, "-c", LOAD_DATA, str(source), maria, USERS_DDL]),
+        ]
     return [c for c in chosen if not args.only or any(word in c.name for word in args.only)]
 
 
@@ -258,26 +306,27 @@ RUN_CLI = "import sys; from batchyard.cli import main; main()"
 """The `batchyard` command of whichever checkout PYTHONPATH puts first (the baseline's)."""
 
 
-def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None) -> dict:
+def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None,
+               maria: str | None) -> dict:
     """Every contender once per round, --repeat rounds: the machine's speed drifts over minutes
     (here by up to 2x in an afternoon), and taking all the runs of one contender before the next
     put that drift into the ratios. Each run starts on an empty target and a quiet machine."""
     source, parquet = make_inputs(work, rows, env)
     print(f"{rows:,} rows: {source.stat().st_size / 2**20:.0f} MiB CSV, "
           f"{parquet.stat().st_size / 2**20:.0f} MiB Parquet")
-    chosen = contenders(rows, args, work, source, parquet, api, pg)
+    chosen = contenders(rows, args, work, source, parquet, api, pg, maria)
     runs: dict[str, list[dict]] = {c.name: [] for c in chosen}
     for round_ in range(1, args.repeat + 1):
         print(f"  round {round_}:", end="", flush=True)
         for contender in chosen:
-            empty_targets(work, pg, rows)
+            empty_targets(work, pg, maria, rows)
             wait_for_quiet()
             run = run_measured(contender.command, {**env, **contender.extra_env})
             run["work"] = contender.work_of(run["result"])
             runs[contender.name].append(run)
             print(f" [{contender.name}] {run['work']:.2f}", end="", flush=True)
         print()
-    empty_targets(work, pg, rows)
+    empty_targets(work, pg, maria, rows)
     results = {}
     for name, done in runs.items():
         results[name] = {"work": statistics.median(r["work"] for r in done),
@@ -315,7 +364,7 @@ def wait_for_quiet(busy_below: float = 0.1, timeout: float = 30.0) -> None:
         busy, total = now_busy, now_total
 
 
-def empty_targets(work: Path, pg: str | None, rows: int) -> None:
+def empty_targets(work: Path, pg: str | None, maria: str | None, rows: int) -> None:
     """Every run loads into an empty target, as the first import of a file does."""
     for path in work.glob("*.db*"):
         path.unlink()
@@ -325,6 +374,15 @@ def empty_targets(work: Path, pg: str | None, rows: int) -> None:
 
         with psycopg.connect(pg, autocommit=True) as connection:
             connection.execute(f"drop table if exists users_{rows}")
+    if maria:
+        import sqlalchemy as sa
+
+        from batchyard.engines import normalise_url
+
+        engine = sa.create_engine(normalise_url(maria), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"drop table if exists users_{rows}")
+        engine.dispose()
 
 
 def warm_up(work: Path, env: dict, api: str) -> None:
@@ -377,7 +435,7 @@ def report(rows: int, results: dict) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        ours = "batchyard → PostgreSQL (server)" if "PostgreSQL" in name else base
+        ours = next((ours for server, ours in SERVERS.items() if server in name), base)
         work, wall = ratio(results, ours, name), ratio(results, ours, name, "wall")
         lines.append(
             f"| {name} | {r['work']:.2f} | {rows / r['work']:,.0f} | {r['wall']:.2f} | "
@@ -428,6 +486,9 @@ def targets(all_results: dict[int, dict]) -> list[str]:
         check(f"{n}: PostgreSQL ≥ 0.5× raw COPY (work)",
               ratio(results, "batchyard → PostgreSQL (server)", "raw COPY → PostgreSQL"),
               lambda v: v >= 0.5)
+        check(f"{n}: MariaDB ≥ 0.7× raw LOAD DATA LOCAL INFILE (work)",
+              ratio(results, "batchyard → MariaDB (server)", "raw LOAD DATA LOCAL INFILE → MariaDB"),
+              lambda v: v >= 0.7)
         check(f"{n}: Prefect's share of the work < 10 %", prefect_share(results),
               lambda v: v < 0.10, "{:.1%}")
     sizes = sorted(all_results)
@@ -461,6 +522,8 @@ def main() -> None:
     parser.add_argument("--max-parallel", type=int, default=10)
     parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL server to create "
                         f"the {BENCH_DB} database on; '' to skip")
+    parser.add_argument("--mariadb-url", default=MARIADB_URL, help="MariaDB server to create "
+                        f"the {BENCH_DB} database on; '' to skip")
     parser.add_argument("--repeat", type=int, default=1, help="runs per contender (medians)")
     parser.add_argument("--only", nargs="*", help="run only contenders whose name has one of "
                         "these words")
@@ -474,12 +537,13 @@ def main() -> None:
     env.update(PREFECT_HOME=str(work / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                BATCHYARD_WORK_DIR=str(work / "spool"))
     pg = postgres_database(args.pg_url) if args.pg_url else None
+    maria = mariadb_database(args.mariadb_url) if args.mariadb_url else None
     server, api = start_server(env)
     all_results: dict[int, dict] = {}
     try:
         warm_up(work, env, api)
         for rows in args.rows:
-            all_results[rows] = bench_size(rows, args, work, env, api, pg)
+            all_results[rows] = bench_size(rows, args, work, env, api, pg, maria)
     finally:
         server.terminate()
         server.wait(30)
