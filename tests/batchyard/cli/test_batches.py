@@ -182,8 +182,9 @@ def test_database_password_appears_nowhere(tmp_path, secret_url, unique_table, m
 
     from batchyard.engines import normalise_url, session
 
-    for variable in ("PGPASSWORD", "MYSQL_PWD"):
-        monkeypatch.delenv(variable, raising=False)
+    for variable in ("PGPASSWORD", "MYSQL_PWD"):  # absent, and absent again after the test
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
     url, look = secret_url
     secret = SECRET
     source = write_users(tmp_path / "users.csv", 50)

@@ -154,3 +154,13 @@ def test_data_errors_are_never_retried_and_transient_ones_are(mariadb_url):
     assert is_retryable(lost.value)
     with session(mariadb_url) as current:  # the pool replaced the killed connection
         assert current.sql("SELECT count(*) FROM odd").rows == [(1,)]
+
+
+def test_mysql_urls_and_other_drivers_reach_the_same_engine(mariadb_url):
+    from batchyard.engines import normalise_url
+
+    for scheme in ("mysql://", "mysql+mysqldb://", "mariadb+mariadbconnector://"):
+        url = mariadb_url.replace("mariadb+pymysql://", scheme)
+        assert normalise_url(url).drivername.endswith("+pymysql")
+        with session(url) as current:
+            assert current.sql("SELECT 1 + %s", (1,)).rows == [(2,)]
