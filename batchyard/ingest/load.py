@@ -32,10 +32,16 @@ SQL_TYPES = {
 }
 
 
-def _sql_type(kind: str, sole_key: bool):
-    """A single integer key is SQLite's INTEGER PRIMARY KEY (the rowid): no second index."""
+MYSQL = ("mysql", "mariadb")
+
+
+def _sql_type(kind: str, sole_key: bool, max_length: int | None = None):
+    """A single integer key is SQLite's INTEGER PRIMARY KEY (the rowid): no second index. Text
+    of a known maximum length is VARCHAR on MariaDB (stored in the row, and a key can hold it)."""
     if kind == "int" and sole_key:
         return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    if kind == "str" and max_length and max_length <= 768:
+        return sa.Text().with_variant(sa.String(max_length), *MYSQL)
     return SQL_TYPES[kind]()
 
 
@@ -46,7 +52,8 @@ def target_table(plan: SchemaPlan, name: str) -> sa.Table:
     check_identifier(name)
     metadata = sa.MetaData()
     columns = [
-        sa.Column(check_identifier(c.name, "column name"), _sql_type(c.kind, plan.key == (c.name,)),
+        sa.Column(check_identifier(c.name, "column name"),
+                  _sql_type(c.kind, plan.key == (c.name,), c.max_length),
                   primary_key=c.name in plan.key, nullable=c.name not in plan.key)
         for c in plan.columns
     ]
@@ -54,7 +61,8 @@ def target_table(plan: SchemaPlan, name: str) -> sa.Table:
         kind = "float" if pa.types.is_floating(arrow_type) else \
             "int" if pa.types.is_integer(arrow_type) else "str"
         columns.append(sa.Column(check_identifier(name_, "column name"), SQL_TYPES[kind]()))
-    columns += [sa.Column(BATCH, sa.Text), sa.Column(ROW, sa.BigInteger)]
+    columns += [sa.Column(BATCH, sa.Text().with_variant(sa.String(64), *MYSQL)),  # a checked id
+                sa.Column(ROW, sa.BigInteger)]
     return sa.Table(name, metadata, *columns)
 
 
