@@ -87,19 +87,55 @@ def kind_of(exc: BaseException) -> str:
     return getattr(exc, "kind", None) or type(exc).__name__
 
 
+class RecordsRefused(BatchyardError):
+    """The database refused some records' values on a bulk load (MariaDB's strict mode, which a
+    LOCAL load reports as warnings): never retried; the loader fails those records, each with
+    the server's reason, and loads the others."""
+
+    code = VALIDATION_ERROR
+
+    def __init__(self, table: str, refused: dict[int, str]):
+        first = min(refused)
+        super().__init__(f"{table}: {len(refused)} record(s) refused, the first (record {first + 1} "
+                         f"of the load): {refused[first]}")
+        self.refused = refused
+        """Index of each refused record in the rows loaded → the reason."""
+
+
+_MYSQL_DATA_ERRORS = frozenset({
+    1048,  # column cannot be null
+    1264, 1690,  # out of range
+    1265, 1406,  # truncated, too long
+    1292, 1366, 1367, 1411,  # incorrect value for the column's type
+    3819, 4025,  # CHECK constraint
+})
+
+
+def refused_by_mysql(exc: BaseException) -> bool:
+    """A MariaDB or MySQL error about the data itself (strict mode): sending it again fails
+    again. Only PyMySQL's errors are read, so the other engines' classification is untouched."""
+    original = getattr(exc, "orig", exc)
+    return (type(original).__module__.startswith("pymysql")
+            and bool(original.args) and original.args[0] in _MYSQL_DATA_ERRORS)
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Transient I/O problems are retried; anything batchyard itself raised is not."""
-    return not isinstance(exc, BatchyardError | ValueError | TypeError | KeyError)
+    """Transient I/O problems are retried (a lost connection, a lock wait timeout, a deadlock);
+    anything batchyard itself raised is not, nor a value MariaDB refuses."""
+    return not (isinstance(exc, BatchyardError | ValueError | TypeError | KeyError)
+                or refused_by_mysql(exc))
 
 
 _TIMEOUT_SIGNS = ("database is locked", "canceling statement due to statement timeout",
-                  "lock timeout", "timed out")
+                  "lock timeout", "lock wait timeout exceeded", "timed out")
 
 
 def error_code(exc: BaseException) -> str:
     """The code a failure is recorded with: waits that ran out are TIMEOUT_ERROR."""
     if isinstance(exc, BatchyardError):
         return exc.code
+    if refused_by_mysql(exc):
+        return VALIDATION_ERROR
     if isinstance(exc, TimeoutError) or any(s in str(exc).lower() for s in _TIMEOUT_SIGNS):
         return TIMEOUT_ERROR
     return PROCESSING_ERROR

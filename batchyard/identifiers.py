@@ -20,3 +20,8 @@ def check_identifier(name: str, what: str = "table name") -> str:
 def quote(name: str) -> str:
     """Double-quote an identifier already checked by `check_identifier` (SQLite and PostgreSQL)."""
     return '"' + check_identifier(name, "identifier").replace('"', '""') + '"'
+
+
+def backtick(name: str) -> str:
+    """Quote a checked identifier with backticks, as MariaDB and MySQL do without ANSI_QUOTES."""
+    return "`" + check_identifier(name, "identifier") + "`"

@@ -11,10 +11,12 @@ have one), on the CSV and on the same data as Parquet; batchyard in ephemeral mo
 chunk functions without Prefect (to measure Prefect's share); pandas `read_csv(chunksize)` +
 `to_sql`; dlt; plain `sqlite3.executemany` of already-parsed rows (the floor).
 PostgreSQL (when one answers at --pg-url): batchyard against the server, and a raw `COPY`.
+MariaDB (when one answers at --mariadb-url): batchyard against the server, and a raw
+`LOAD DATA LOCAL INFILE` of the CSV.
 
 Each row records the process's wall time, the time of the work itself (batchyard: the batch's
 duration in its ledger; the others: their load) and the process's peak RSS. Results are
-appended to bench/RESULTS.md with the targets of issue 6 checked.
+appended to bench/RESULTS.md with the targets of issues 6 and 18 checked.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import native  # noqa: I001 (bench/ is this script's directory)
+from servers import (  # bench/servers.py: the database servers' contenders
+    BENCH_DB,
+    COPY,
+    LOAD_DATA,
+    SERVERS,
+    USERS_DDL,
+    empty_server_tables,
+    mariadb_database,
+    postgres_database,
+)
 
 from batchyard.demo import expected_counts
 from batchyard.prefect_runtime import RECORDER_IN_BATCHES  # what the README recommends
@@ -49,10 +61,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
 PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-BENCH_DB = "batchyard_bench"
-
-USERS_DDL = ("create table raw_users (id bigint primary key, email text, name text, age integer, "
-             "country text, signup_date date, balance numeric(12, 2))")
+MARIADB_URL = "mariadb://root@127.0.0.1:3306/test"
 
 PANDAS = textwrap.dedent("""
     import json, sqlite3, sys, time
@@ -104,21 +113,6 @@ DLT = textwrap.dedent("""
                             dataset_name="main", pipelines_dir=work)
     info = pipeline.run(users(), loader_file_format="parquet")
     info.raise_on_failed_jobs()
-    print(json.dumps({"work_seconds": time.perf_counter() - start}))
-""")
-
-COPY = textwrap.dedent("""
-    import json, sys, time
-    import psycopg
-    source, url, ddl = sys.argv[1], sys.argv[2], sys.argv[3]
-    start = time.perf_counter()
-    with psycopg.connect(url) as connection:
-        connection.execute("drop table if exists raw_users")
-        connection.execute(ddl)
-        with connection.cursor().copy("copy raw_users from stdin (format csv, header true)") as copy, \\
-                open(source, "rb") as handle:
-            while block := handle.read(1 << 20):
-                copy.write(block)
     print(json.dumps({"work_seconds": time.perf_counter() - start}))
 """)
 
@@ -188,20 +182,6 @@ def start_server(env: dict) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the Prefect server did not become healthy in 120 s")
 
 
-def postgres_database(url: str) -> str | None:
-    """A fresh database for the PostgreSQL runs, or None when no server answers."""
-    try:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True, connect_timeout=3) as connection:
-            connection.execute(f"drop database if exists {BENCH_DB} with (force)")
-            connection.execute(f"create database {BENCH_DB}")
-    except Exception as exc:  # no PostgreSQL here: the SQLite runs still stand
-        print(f"PostgreSQL runs skipped: {exc}")
-        return None
-    return url.rsplit("/", 1)[0] + f"/{BENCH_DB}"
-
-
 TO_PARQUET = textwrap.dedent("""
     import sys
     import pyarrow.csv as pv
@@ -233,7 +213,7 @@ class Contender:
 
 
 def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: str,
-               pg: str | None, extra: dict[str, Path]) -> list[Contender]:
+               pg: str | None, maria: str | None, extra: dict[str, Path]) -> list[Contender]:
     chunking = ["--chunk-size", str(args.chunk_size), "--max-parallel", str(args.max_parallel)]
     server = {"PREFECT_API_URL": api}
 
@@ -284,6 +264,12 @@ def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: st
             Contender("raw COPY → PostgreSQL",
                       [sys.executable, "-c", COPY, str(source), pg, USERS_DDL]),
         ]
+    if maria:
+        chosen += [
+            batchyard("batchyard → MariaDB (server)", source, maria, server),
+            Contender("raw LOAD DATA LOCAL INFILE → MariaDB",
+                      [sys.executable, "-c", LOAD_DATA, str(source), maria, USERS_DDL]),
+        ]
     chosen += native.native_contenders(Contender, work, source, pg, native.ensure_tools())
     return [c for c in chosen if not args.only or any(word in c.name for word in args.only)]
 
@@ -295,7 +281,8 @@ RUN_CLI = "import sys; from batchyard.cli import main; main()"
 """The `batchyard` command of whichever checkout PYTHONPATH puts first (the baseline's)."""
 
 
-def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None) -> dict:
+def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None,
+               maria: str | None) -> dict:
     """Every contender once per round, --repeat rounds: the machine's speed drifts over minutes
     (here by up to 2x in an afternoon), and taking all the runs of one contender before the next
     put that drift into the ratios. Each run starts on an empty target and a quiet machine."""
@@ -306,19 +293,19 @@ def bench_size(rows: int, args, work: Path, env: dict, api: str, pg: str | None)
           f"{extra['jsonl'].stat().st_size / 2**20:.0f} MiB JSON Lines")
     INPUT_MIB[rows] = {"CSV": source.stat().st_size / 2**20, "Parquet": parquet.stat().st_size / 2**20,
                        "JSON Lines": extra["jsonl"].stat().st_size / 2**20}
-    chosen = contenders(rows, args, work, source, parquet, api, pg, extra)
+    chosen = contenders(rows, args, work, source, parquet, api, pg, maria, extra)
     runs: dict[str, list[dict]] = {c.name: [] for c in chosen}
     for round_ in range(1, args.repeat + 1):
         print(f"  round {round_}:", end="", flush=True)
         for contender in chosen:
-            empty_targets(work, pg, rows)
+            empty_targets(work, pg, maria, rows)
             wait_for_quiet()
             run = run_measured(contender.command, {**env, **contender.extra_env})
             run["work"] = contender.work_of(run["result"]) if contender.work_of else run["wall"]
             runs[contender.name].append(run)
             print(f" [{contender.name}] {run['work']:.2f}", end="", flush=True)
         print()
-    empty_targets(work, pg, rows)
+    empty_targets(work, pg, maria, rows)
     results = {}
     for name, done in runs.items():
         results[name] = {"work": statistics.median(r["work"] for r in done),
@@ -357,16 +344,12 @@ def wait_for_quiet(busy_below: float = 0.1, timeout: float = 30.0) -> None:
         busy, total = now_busy, now_total
 
 
-def empty_targets(work: Path, pg: str | None, rows: int) -> None:
+def empty_targets(work: Path, pg: str | None, maria: str | None, rows: int) -> None:
     """Every run loads into an empty target, as the first import of a file does."""
     for path in work.glob("*.db*"):
         path.unlink()
     shutil.rmtree(work / "dlt", ignore_errors=True)
-    if pg:
-        import psycopg
-
-        with psycopg.connect(pg, autocommit=True) as connection:
-            connection.execute(f"drop table if exists users_{rows}")
+    empty_server_tables(pg, maria, f"users_{rows}")
 
 
 def warm_up(work: Path, env: dict, api: str) -> None:
@@ -421,7 +404,7 @@ def report(rows: int, results: dict) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        ours = "batchyard → PostgreSQL (server)" if "PostgreSQL" in name else base
+        ours = next((ours for server, ours in SERVERS.items() if server in name), base)
         work, wall = ratio(results, ours, name), ratio(results, ours, name, "wall")
         spool = f"{r['spool_mib']:.0f}" if r.get("spool_mib") else ""
         lines.append(
@@ -478,6 +461,9 @@ def targets(all_results: dict[int, dict]) -> list[str]:
         check(f"{n}: 7 % bad rows cost ≤ 1.2× a clean file (work)",
               ratio(results, "batchyard (server)", "batchyard (server, 7 % bad rows)"), lambda v: v <= 1.2,
               "{:.2f}×")
+        check(f"{n}: MariaDB ≥ 0.7× raw LOAD DATA LOCAL INFILE (work)",
+              ratio(results, "batchyard → MariaDB (server)", "raw LOAD DATA LOCAL INFILE → MariaDB"),
+              lambda v: v >= 0.7)
         check(f"{n}: Prefect's share of the work < 10 %", prefect_share(results),
               lambda v: v < 0.10, "{:.1%}")
     sizes = sorted(all_results)
@@ -517,6 +503,8 @@ def main() -> None:
     parser.add_argument("--max-parallel", type=int, default=10)
     parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL server to create "
                         f"the {BENCH_DB} database on; '' to skip")
+    parser.add_argument("--mariadb-url", default=MARIADB_URL, help="MariaDB server to create "
+                        f"the {BENCH_DB} database on; '' to skip")
     parser.add_argument("--repeat", type=int, default=1, help="runs per contender (medians)")
     parser.add_argument("--only", nargs="*", help="run only contenders whose name has one of "
                         "these words")
@@ -530,12 +518,13 @@ def main() -> None:
     env.update(PREFECT_HOME=str(work / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                BATCHYARD_WORK_DIR=str(work / "spool"))
     pg = postgres_database(args.pg_url) if args.pg_url else None
+    maria = mariadb_database(args.mariadb_url) if args.mariadb_url else None
     server, api = start_server(env)
     all_results: dict[int, dict] = {}
     try:
         warm_up(work, env, api)
         for rows in args.rows:
-            all_results[rows] = bench_size(rows, args, work, env, api, pg)
+            all_results[rows] = bench_size(rows, args, work, env, api, pg, maria)
     finally:
         server.terminate()
         server.wait(30)

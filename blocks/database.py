@@ -14,6 +14,8 @@ as a flow or deployment parameter) so no password travels in a parameter or a co
     ).save("warehouse")
 
     SqlAlchemyConnector.load("warehouse")  # what `block:warehouse` resolves to
+
+For MariaDB or MySQL use `driver=SyncDriver.MYSQL_PYMYSQL` (port 3306).
 """
 
 from __future__ import annotations

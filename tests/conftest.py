@@ -1,5 +1,5 @@
 """Shared fixtures: a Prefect test harness for the tests that need one, real SQLite files,
-PostgreSQL, and a real Prefect server. Helper functions are in tests/helpers.py."""
+PostgreSQL, MariaDB, and a real Prefect server. Helper functions are in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import HOME, POSTGRES_URL, REQUIRE_SERVICES, free_port, postgres_available
+from tests.helpers import (
+    HOME,
+    MARIADB_URL,
+    POSTGRES_URL,
+    REQUIRE_SERVICES,
+    free_port,
+    postgres_available,
+    server_available,
+)
 
 os.environ["PREFECT_HOME"] = str(HOME / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -46,6 +54,24 @@ def postgres_url() -> str:
             pytest.fail(f"PostgreSQL is required (BATCHYARD_REQUIRE_SERVICES=1): {problem}")
         pytest.skip(f"no PostgreSQL reachable at {POSTGRES_URL}: {problem}")
     return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> str:
+    """The MariaDB server's `test` database (shared: tests that write there use their own
+    table names); most tests want `mariadb_url`, a database of their own."""
+    problem = server_available(MARIADB_URL)
+    if problem:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"MariaDB is required (BATCHYARD_REQUIRE_SERVICES=1): {problem}")
+        pytest.skip(f"no MariaDB reachable at {MARIADB_URL}: {problem}")
+    return MARIADB_URL
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server) -> str:
+    """A fresh MariaDB database for the test, dropped after it."""
+    yield from fresh_mariadb_database(mariadb_server)
 
 
 @pytest.fixture
@@ -92,33 +118,42 @@ def prefect_server():
 
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def db_url(request, tmp_path: Path) -> str:
-    """Each engine in turn: a fresh SQLite file, and a fresh schema-less PostgreSQL database
+    """Each engine in turn: a fresh SQLite file, and a fresh PostgreSQL or MariaDB database
     (created for the test, dropped after it), so every table starts absent."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'target.db'}"
-        return
-    base = request.getfixturevalue("postgres_url")
-    yield from fresh_postgres_database(base)
+    elif request.param == "postgresql":
+        yield from fresh_postgres_database(request.getfixturevalue("postgres_url"))
+    else:
+        yield from fresh_mariadb_database(request.getfixturevalue("mariadb_server"))
+
+
+def fresh_mariadb_database(base: str):
+    yield from fresh_database(base, "`{}`", "")
 
 
 def fresh_postgres_database(base: str):
+    yield from fresh_database(base, '"{}"', " WITH (FORCE)")
+
+
+def fresh_database(base: str, quoted: str, drop_options: str):
+    """A new database on the server of `base` (its name as `quoted` shows it), dropped after."""
     import sqlalchemy as sa
 
     from batchyard.engines import normalise_url
+    from batchyard.engines.base import dispose_engines
 
     name = f"by_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(normalise_url(base), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        connection.exec_driver_sql(f"CREATE DATABASE {quoted.format(name)}")
     url = normalise_url(base).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
-        from batchyard.engines.postgres import dispose_engines
-
         dispose_engines()
         with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted.format(name)}{drop_options}")
         admin.dispose()

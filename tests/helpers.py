@@ -8,23 +8,29 @@ from pathlib import Path
 
 HOME = Path(tempfile.mkdtemp(prefix="batchyard-tests-"))
 POSTGRES_URL = os.environ.get("BATCHYARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("BATCHYARD_TEST_MARIADB", "mariadb://root@127.0.0.1:3306/test")
 REQUIRE_SERVICES = os.environ.get("BATCHYARD_REQUIRE_SERVICES") == "1"
 
 
-def postgres_available() -> str | None:
-    """None when PostgreSQL answers at POSTGRES_URL, else the reason it does not."""
+def server_available(url: str) -> str | None:
+    """None when the database server at `url` answers, else the reason it does not."""
     import sqlalchemy as sa
 
     from batchyard.engines import normalise_url
 
     try:
-        engine = sa.create_engine(normalise_url(POSTGRES_URL))
+        engine = sa.create_engine(normalise_url(url))
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
         engine.dispose()
         return None
     except Exception as exc:
         return str(exc).splitlines()[0]
+
+
+def postgres_available() -> str | None:
+    """None when PostgreSQL answers at POSTGRES_URL, else the reason it does not."""
+    return server_available(POSTGRES_URL)
 
 
 def free_port() -> int:

@@ -102,15 +102,16 @@ def resolve_db(db: str) -> str:
 
     `block:NAME` needs Prefect (the block lives on its server); plain URLs do not.
 
-    A PostgreSQL password given in the URL moves to PGPASSWORD for this process, so that it
-    is in no flow parameter, log line, artifact or ledger row (libpq reads it from there).
+    A password given in the URL moves to the engine's variable for this process (PGPASSWORD
+    for PostgreSQL, which libpq reads; MYSQL_PWD for MariaDB), so that it is in no flow
+    parameter, log line, artifact or ledger row.
 
     Args:
         db: a database URL or `block:NAME` (a saved database block).
 
     Returns:
         The URL to connect to: the block's URL, or `db` itself, without its password when
-        it is a PostgreSQL URL with one.
+        it has one and its engine reads a password from the environment.
 
     Raises:
         typer.Exit: (EXIT_ERROR, via `fail`) when the block cannot be loaded."""
@@ -139,13 +140,16 @@ def db_parameter(given: str, resolved: str) -> str:
 def _password_to_environment(db: str) -> str:
     from sqlalchemy.engine import make_url
 
+    from batchyard.engines import password_variable
+
     try:
         url = make_url(db)
     except Exception:
         return db  # the one-line error comes from the connection check
-    if url.get_backend_name() != "postgresql" or not url.password:
+    variable = password_variable(db)
+    if variable is None or not url.password:
         return db
-    os.environ["PGPASSWORD"] = str(url.password)
+    os.environ[variable] = str(url.password)
     return url._replace(password=None).render_as_string(hide_password=False)  # set() keeps it
 
 

@@ -22,7 +22,8 @@ from batchyard.engines.base import Engine, Rows, Session
 from batchyard.errors import ConfigurationError
 
 __all__ = ["Engine", "Rows", "Session", "check_connection", "check_exists", "checkpoint", "engine_names",
-           "is_supported", "normalise_url", "register", "safe_url", "session", "shown_url"]
+           "is_supported", "normalise_url", "password_variable", "register", "safe_url", "session",
+           "shown_url"]
 
 _ENGINES: dict[str, Engine] = {}
 E = TypeVar("E")
@@ -78,6 +79,16 @@ def _parse(url: str) -> tuple[Engine, sa.URL]:
             f"unsupported database {parsed.get_backend_name()!r} in {safe_url(parsed)}: use {schemes}"
         )
     return engine, engine.normalise(parsed)
+
+
+def password_variable(url: str) -> str | None:
+    """The environment variable `url`'s engine reads a password from (None: it has none, or
+    the URL names no engine batchyard has)."""
+    try:
+        engine = _ENGINES.get(make_url(url).get_backend_name())
+    except Exception:
+        return None
+    return engine.password_variable if engine else None
 
 
 def normalise_url(url: str) -> sa.URL:

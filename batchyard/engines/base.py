@@ -8,7 +8,8 @@ engines (bulk loading Arrow rows, staging, upserts, DDL details) is a method of 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
@@ -40,6 +41,8 @@ class Session(Protocol):
     dialect_name: str
     placeholder: str
     """The driver's parameter marker for `sql` (`?`, `%s`)."""
+    quote: Callable[[str], str]
+    """Quotes a checked identifier for SQL written by hand (`"name"`, `` `name` ``)."""
 
     def execute(self, statement, rows: list[dict] | None = None) -> Rows:
         """Run a SQLAlchemy Core statement, once or for each of `rows`."""
@@ -88,6 +91,9 @@ class Engine(Protocol):
     """SQLAlchemy's backend name for it (`sqlite`, `postgresql`)."""
     aliases: ClassVar[tuple[str, ...]]
     """Other URL schemes that mean it (`postgres`)."""
+    password_variable: ClassVar[str | None]
+    """The environment variable a session takes the password from when its URL has none
+    (`PGPASSWORD`), so that a command line's password need not travel with the URL."""
 
     def normalise(self, url: sa.URL) -> sa.URL:
         """The URL with the driver batchyard uses; raises ConfigurationError if unusable."""
@@ -103,12 +109,101 @@ class Engine(Protocol):
     # database (SQLite's file), so that read-only commands can refuse one that is not there.
 
 
+class SqlAlchemySession:
+    """What the server engines' sessions share: a pooled SQLAlchemy connection for Core
+    statements, its driver's cursor for plain SQL, and SQLAlchemy's inspector."""
+
+    placeholder = "%s"
+    quote = staticmethod(quote)
+
+    def __init__(self, connection: sa.Connection):
+        self.connection = connection
+
+    def _cursor(self):
+        return self.connection.connection.driver_connection.cursor()
+
+    def execute(self, statement, rows: list[dict] | None = None) -> Rows:
+        result = self.connection.execute(statement, rows) if rows else \
+            self.connection.execute(statement)
+        if result.returns_rows:
+            return Rows(list(result.keys()), [tuple(r) for r in result], result.rowcount)
+        return Rows([], [], result.rowcount)
+
+    def sql(self, text: str, params: tuple = ()) -> Rows:
+        with self._cursor() as cursor:
+            cursor.execute(text, params or None)
+            if cursor.description:
+                return Rows([d[0] for d in cursor.description], list(cursor.fetchall()), -1)
+            return Rows([], [], cursor.rowcount)
+
+    def stream(self, statement, size: int = 10_000) -> Iterator[tuple]:
+        yield from self.connection.execution_options(yield_per=size).execute(statement)
+
+    def fetch_batches(self, text: str, params: tuple, size: int) -> tuple[list[str], Iterator[list]]:
+        """A server-side cursor: the query's rows never sit in memory all at once."""
+        result = self.connection.execution_options(stream_results=True, yield_per=size).exec_driver_sql(
+            text, params or ())
+        return list(result.keys()), (list(p) for p in result.partitions(size))
+
+    def describe(self, table: str) -> tuple[list[str], list[str]] | None:
+        inspector = sa.inspect(self.connection)
+        if not inspector.has_table(table):
+            return None
+        columns = [c["name"] for c in inspector.get_columns(table)]
+        return columns, inspector.get_pk_constraint(table).get("constrained_columns") or []
+
+
+class PooledEngine:
+    """An `Engine` whose sessions are connections of one pool per URL (the server engines);
+    a subclass names its session class and the pool's options."""
+
+    session_class: ClassVar[type[SqlAlchemySession]]
+
+    def engine_options(self, url: sa.URL) -> dict[str, Any]:
+        """Options of `sqlalchemy.create_engine` for the pool on `url` (beyond its size)."""
+        return {}
+
+    @contextlib.contextmanager
+    def session(self, db: str, url: sa.URL, write: bool) -> Iterator[SqlAlchemySession]:
+        engine = pooled_engine(url, **self.engine_options(url))
+        with engine.begin() if write else engine.connect() as connection:
+            yield self.session_class(connection)
+
+    def checkpoint(self, db: str, url: sa.URL) -> None:
+        pass
+
+
+_POOLS: dict[tuple[sa.URL, str], sa.Engine] = {}
+_POOLS_GUARD = threading.Lock()
+
+
+def pooled_engine(url: sa.URL, **options: Any) -> sa.Engine:
+    """One SQLAlchemy engine (and connection pool) per URL and options for the process (a
+    changed setting, such as a timeout, gets a pool of its own)."""
+    identity = (url, repr(sorted(options.items())))
+    with _POOLS_GUARD:
+        engine = _POOLS.get(identity)
+        if engine is None:
+            engine = _POOLS[identity] = sa.create_engine(url, pool_size=12, max_overflow=4,
+                                                         pool_pre_ping=True, **options)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (before a database is dropped, or at a worker's end)."""
+    with _POOLS_GUARD:
+        engines = list(_POOLS.values())
+    for engine in engines:
+        engine.dispose()
+
+
 class OnConflictSql:
     """`INSERT ... ON CONFLICT` upserts, shared by SQLite and PostgreSQL; a session class sets
     `insert` to its SQLAlchemy dialect's `insert`."""
 
     null_safe_differs: ClassVar[str] = "IS DISTINCT FROM"
     insert: ClassVar[Any]
+    quote = staticmethod(quote)
 
     def upsert(self, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
         statement = self.insert(table)
@@ -135,15 +230,21 @@ def columns(names: str, kind: Any = sa.Text, **options: Any) -> list[sa.Column]:
     return [sa.Column(name, kind, **options) for name in names.split()]
 
 
-def add_column_sql(table: str, column: sa.Column, dialect) -> str:
-    """`ALTER TABLE ... ADD COLUMN` for `column`, with its server default."""
-    kind = column.type.compile(dialect=dialect)
-    default = ""
-    if column.server_default is not None:
-        arg = column.server_default.arg
-        if isinstance(arg, str):
-            shown = "'" + arg.replace("'", "''") + "'"
-        else:
-            shown = str(arg.compile(dialect=dialect))
-        default = " DEFAULT " + shown
+def default_sql(column: sa.Column, dialect) -> str:
+    """The column's server default as SQL (a quoted string or a compiled expression), or ''."""
+    if column.server_default is None:
+        return ""
+    arg = column.server_default.arg
+    if isinstance(arg, str):
+        return "'" + arg.replace("'", "''") + "'"
+    return str(arg.compile(dialect=dialect))
+
+
+def add_column_sql(table: str, column: sa.Column, dialect, kind: str | None = None,
+                   quote: Callable[[str], str] = quote) -> str:
+    """`ALTER TABLE ... ADD COLUMN` for `column` (of type `kind`, else its own type compiled),
+    with its server default."""
+    kind = kind or column.type.compile(dialect=dialect)
+    default = default_sql(column, dialect)
+    default = f" DEFAULT {default}" if default else ""
     return f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column.name)} {kind}{default}"

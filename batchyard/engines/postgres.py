@@ -1,18 +1,17 @@
-"""PostgreSQL through SQLAlchemy and psycopg 3; Arrow rows arrive by COPY."""
+"""PostgreSQL through SQLAlchemy and psycopg 3; Arrow rows arrive by COPY (binary where every
+column can be encoded for its type, CSV otherwise)."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import io
-from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
 from batchyard.engines import pgcopy, register
-from batchyard.engines.base import OnConflictSql, Rows, add_column_sql
+from batchyard.engines.base import OnConflictSql, PooledEngine, SqlAlchemySession, add_column_sql
 from batchyard.identifiers import quote
 from batchyard.settings import get_settings
 
@@ -40,11 +39,10 @@ def copy_rows(cursor, table: str, data: pa.Table, types: dict[str, str]) -> None
         copy.write(payload)
 
 
-class PostgresSession(OnConflictSql):
+class PostgresSession(OnConflictSql, SqlAlchemySession):
     """A SQLAlchemy connection with the `Session` interface."""
 
     dialect_name = "postgresql"
-    placeholder = "%s"
 
     @staticmethod
     def insert(table: sa.Table):
@@ -54,7 +52,7 @@ class PostgresSession(OnConflictSql):
         return insert(table)
 
     def __init__(self, connection: sa.Connection):
-        self.connection = connection
+        super().__init__(connection)
         self._types: dict[str, dict[str, str]] = {}
 
     def column_types(self, table: str) -> dict[str, str]:
@@ -65,32 +63,6 @@ class PostgresSession(OnConflictSql):
                              (quote(table),)).rows
             self._types[table] = dict(found)
         return self._types[table]
-
-    def _cursor(self, name: str | None = None):
-        return self.connection.connection.driver_connection.cursor(name=name)
-
-    def execute(self, statement, rows: list[dict] | None = None) -> Rows:
-        result = self.connection.execute(statement, rows) if rows else \
-            self.connection.execute(statement)
-        if result.returns_rows:
-            return Rows(list(result.keys()), [tuple(r) for r in result], result.rowcount)
-        return Rows([], [], result.rowcount)
-
-    def sql(self, text: str, params: tuple = ()) -> Rows:
-        with self._cursor() as cursor:
-            cursor.execute(text, params or None)
-            if cursor.description:
-                return Rows([d[0] for d in cursor.description], cursor.fetchall(), -1)
-            return Rows([], [], cursor.rowcount)
-
-    def stream(self, statement, size: int = 10_000) -> Iterator[tuple]:
-        yield from self.connection.execution_options(yield_per=size).execute(statement)
-
-    def fetch_batches(self, text: str, params: tuple, size: int) -> tuple[list[str], Iterator[list]]:
-        """A server-side cursor: the query's rows never sit in memory all at once."""
-        result = self.connection.execution_options(stream_results=True, yield_per=size).exec_driver_sql(
-            text, params or ())
-        return list(result.keys()), (list(p) for p in result.partitions(size))
 
     def ingest_into(self, name: str, data: pa.Table) -> None:
         types = self.column_types(name)
@@ -122,13 +94,6 @@ class PostgresSession(OnConflictSql):
         self._types.pop(table, None)
         self.sql(add_column_sql(table, column, self.connection.dialect))
 
-    def describe(self, table: str) -> tuple[list[str], list[str]] | None:
-        inspector = sa.inspect(self.connection)
-        if not inspector.has_table(table):
-            return None
-        columns = [c["name"] for c in inspector.get_columns(table)]
-        return columns, inspector.get_pk_constraint(table).get("constrained_columns") or []
-
 
 def session_options(url: sa.URL, lock_timeout: float, statement_timeout: float) -> str:
     """libpq `options` that bound every wait of a session: for a lock (`lock_timeout`) and for
@@ -142,27 +107,12 @@ def session_options(url: sa.URL, lock_timeout: float, statement_timeout: float) 
     return f"{given} {bounds}".strip()
 
 
-@functools.lru_cache(maxsize=16)
-def _engine(url: sa.URL, options: str) -> sa.Engine:
-    engine = sa.create_engine(url, pool_size=12, max_overflow=4, pool_pre_ping=True,
-                              connect_args={"options": options})
-    _ENGINES_MADE.append(engine)
-    return engine
-
-
-def dispose_engines() -> None:
-    """Close every pooled connection (before a database is dropped, or at a worker's end)."""
-    for engine in list(_ENGINES_MADE):
-        engine.dispose()
-
-
-_ENGINES_MADE: list[sa.Engine] = []
-
-
 @register
-class PostgresEngine:
+class PostgresEngine(PooledEngine):
     backend = "postgresql"
     aliases = ("postgres",)
+    password_variable = "PGPASSWORD"  # libpq reads it
+    session_class = PostgresSession
 
     def normalise(self, url: sa.URL) -> sa.URL:
         """A bare `postgresql://` uses psycopg 3, which batchyard ships."""
@@ -170,13 +120,7 @@ class PostgresEngine:
             return url.set(drivername="postgresql+psycopg")
         return url
 
-    @contextlib.contextmanager
-    def session(self, db: str, url: sa.URL, write: bool) -> Iterator[PostgresSession]:
+    def engine_options(self, url: sa.URL) -> dict[str, Any]:
         settings = get_settings()
-        engine = _engine(url, session_options(url, settings.pg_lock_timeout,
-                                              settings.pg_statement_timeout))
-        with engine.begin() if write else engine.connect() as connection:
-            yield PostgresSession(connection)
-
-    def checkpoint(self, db: str, url: sa.URL) -> None:
-        pass
+        options = session_options(url, settings.pg_lock_timeout, settings.pg_statement_timeout)
+        return {"connect_args": {"options": options}}

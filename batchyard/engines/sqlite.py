@@ -235,6 +235,7 @@ def _writer_turn(path: str) -> Iterator[None]:
 class SqliteEngine:
     backend = "sqlite"
     aliases = ()
+    password_variable = None
 
     def normalise(self, url: sa.URL) -> sa.URL:
         if not url.database:

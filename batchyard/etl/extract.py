@@ -74,7 +74,8 @@ class Extracted(BaseModel):
     cursor: Cursor | None = None
 
 
-def _database_sql(source: DatabaseSource, placeholder: str, since: Cursor | None) -> tuple[str, tuple]:
+def _database_sql(source: DatabaseSource, placeholder: str, since: Cursor | None,
+                  quote: Callable[[str], str] = quote) -> tuple[str, tuple]:
     body = f"SELECT * FROM {quote(source.table)}" if source.table else \
         f"SELECT * FROM ({source.query.rstrip().rstrip(';')}) AS batchyard_source"
     if not source.cursor_column:
@@ -89,7 +90,7 @@ def _database_sql(source: DatabaseSource, placeholder: str, since: Cursor | None
 def extract_database(source: DatabaseSource, batch_size: int, since: Cursor | None = None,
                      ) -> Iterator[pa.RecordBatch]:
     """The source's rows after `since`, `batch_size` at a time: through batchyard's own
-    sessions for the engines it loads into (a server-side cursor on PostgreSQL; one SQLite
+    sessions for the engines it loads into (a server-side cursor on PostgreSQL and MariaDB; one SQLite
     library per process), through SQLAlchemy for any other database it has a driver for."""
     url = source.url
     try:
@@ -98,7 +99,7 @@ def extract_database(source: DatabaseSource, batch_size: int, since: Cursor | No
         raise ConfigurationError(f"source {source.id}: not a database URL: {safe_url(url)!r}") from None
     if is_supported(url):
         with session(url) as current:
-            text, params = _database_sql(source, current.placeholder, since)
+            text, params = _database_sql(source, current.placeholder, since, current.quote)
             columns, batches = current.fetch_batches(text, params, batch_size)
             for rows in batches:
                 yield rows_to_batch(columns, rows)

@@ -14,7 +14,7 @@ from batchyard.faults import pause_point
 from batchyard.ingest import ledger
 from batchyard.ingest.job import ChunkResult, ImportJob
 from batchyard.ingest.load import load_rows
-from batchyard.ingest.prepare import duplicate_entry, prepare_chunk
+from batchyard.ingest.prepare import load_entries, prepare_chunk
 from batchyard.schemas import load_schema
 from batchyard.settings import get_settings
 
@@ -66,8 +66,8 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
             return ChunkResult(ref.index, ref.n_rows, skipped=True)
         loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id)
-        entries += [duplicate_entry(row, first, key) for row, first, key in loaded.duplicates]
-        success = prepared.output.num_rows - len(loaded.duplicates)
+        entries += load_entries(prepared.output, loaded)
+        success = prepared.output.num_rows - len(loaded.duplicates) - len(loaded.refused)
         pause_point("chunk-loaded")
         ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
     pause_point("chunk-committed")

@@ -83,8 +83,9 @@ TIMES = ("created_at", "started_at", "finished_at", "committed_at", "heartbeat_a
 
 
 def with_times(row: dict, table: sa.Table = batches) -> dict:
-    """SQLite hands timestamps back as text; make them datetimes as PostgreSQL does. Columns
-    an older ledger lacks (read without adding them) come back as None."""
+    """SQLite hands timestamps back as text and MariaDB as naive UTC datetimes; make them aware
+    datetimes as PostgreSQL does. Columns an older ledger lacks (read without adding them) come
+    back as None."""
     import datetime as dt
 
     for column in table.columns:
@@ -92,6 +93,7 @@ def with_times(row: dict, table: sa.Table = batches) -> dict:
     for name in TIMES:
         value = row.get(name)
         if isinstance(value, str):
-            parsed = dt.datetime.fromisoformat(value)
-            row[name] = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+            value = dt.datetime.fromisoformat(value)
+        if isinstance(value, dt.datetime):
+            row[name] = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     return row

@@ -8,15 +8,16 @@ of the same batch is not overwritten, and that record is reported as an ignored 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from batchyard.chunks import BATCH, ROW
 from batchyard.engines import Session
-from batchyard.errors import ConfigurationError
-from batchyard.identifiers import check_identifier, quote
+from batchyard.errors import ConfigurationError, RecordsRefused
+from batchyard.identifiers import check_identifier
 from batchyard.schemas.base import SchemaPlan
 
 SQL_TYPES = {
@@ -32,10 +33,16 @@ SQL_TYPES = {
 }
 
 
-def _sql_type(kind: str, sole_key: bool):
-    """A single integer key is SQLite's INTEGER PRIMARY KEY (the rowid): no second index."""
+MYSQL = ("mysql", "mariadb")
+
+
+def _sql_type(kind: str, sole_key: bool, max_length: int | None = None):
+    """A single integer key is SQLite's INTEGER PRIMARY KEY (the rowid): no second index. Text
+    of a known maximum length is VARCHAR on MariaDB (stored in the row, and a key can hold it)."""
     if kind == "int" and sole_key:
         return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    if kind == "str" and max_length and max_length <= 768:
+        return sa.Text().with_variant(sa.String(max_length), *MYSQL)
     return SQL_TYPES[kind]()
 
 
@@ -47,7 +54,8 @@ def target_table(plan: SchemaPlan, name: str) -> sa.Table:
     check_identifier(name)
     metadata = sa.MetaData()
     columns = [
-        sa.Column(check_identifier(c.name, "column name"), _sql_type(c.kind, plan.key == (c.name,)),
+        sa.Column(check_identifier(c.name, "column name"),
+                  _sql_type(c.kind, plan.key == (c.name,), c.max_length),
                   primary_key=c.name in plan.key, nullable=c.name not in plan.key,
                   autoincrement=False)
         for c in plan.columns
@@ -56,7 +64,8 @@ def target_table(plan: SchemaPlan, name: str) -> sa.Table:
         kind = "float" if pa.types.is_floating(arrow_type) else \
             "int" if pa.types.is_integer(arrow_type) else "str"
         columns.append(sa.Column(check_identifier(name_, "column name"), SQL_TYPES[kind]()))
-    columns += [sa.Column(BATCH, sa.Text), sa.Column(ROW, sa.BigInteger)]
+    columns += [sa.Column(BATCH, sa.Text().with_variant(sa.String(64), *MYSQL)),  # a checked id
+                sa.Column(ROW, sa.BigInteger)]
     return sa.Table(name, metadata, *columns)
 
 
@@ -86,6 +95,7 @@ def ensure_table(session: Session, plan: SchemaPlan, name: str) -> sa.Table:
 class LoadResult:
     written: int
     duplicates: list[tuple[int, int, dict]]  # (row_number, first_row, key values)
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (row_number, the database's reason)
 
 
 def stage_name(table: str) -> str:
@@ -94,17 +104,20 @@ def stage_name(table: str) -> str:
 
 def _append_directly(session: Session, table: str, data: pa.Table) -> bool:
     """The fast path for new keys: append straight into the table. Any conflict (a key from an
-    earlier batch, or from another chunk of this one) undoes it and the upsert path takes over."""
+    earlier batch, or from another chunk of this one) undoes it and the upsert path takes over;
+    so do refused records, which the caller leaves out before it tries again."""
     session.sql("SAVEPOINT batchyard_append")
     try:
         session.ingest_into(table, data)
     except Exception as exc:
-        if not session.is_conflict(exc):
+        conflict = session.is_conflict(exc)
+        if conflict or isinstance(exc, RecordsRefused):
+            session.sql("ROLLBACK TO SAVEPOINT batchyard_append")
+            session.sql("RELEASE SAVEPOINT batchyard_append")
+        if not conflict:
             raise
-        session.sql("ROLLBACK TO batchyard_append")
-        session.sql("RELEASE batchyard_append")
         return False
-    session.sql("RELEASE batchyard_append")
+    session.sql("RELEASE SAVEPOINT batchyard_append")
     return True
 
 
@@ -115,16 +128,37 @@ def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...]
     New keys are appended in bulk straight into the table. On a conflict the rows go to a
     temporary staging table in bulk instead, and the engine's upsert moves them. A key that
     another record of this batch already wrote is left alone and reported as a duplicate, so
-    re-running a chunk never double-writes. Returns the rows written and those duplicates."""
+    re-running a chunk never double-writes. Records whose values the database itself refuses
+    (`RecordsRefused`, MariaDB's strict mode) are left out and reported with its reason, and the
+    others loaded. Returns the rows written, the duplicates and the refused records."""
     if data.num_rows == 0:
         return LoadResult(0, [])
     data = data.append_column(BATCH, pa.array([batch_id] * data.num_rows, pa.string()))
+    refused: list[tuple[int, str]] = []
+    while True:
+        try:
+            result = _merge(session, table, data, key, batch_id)
+        except RecordsRefused as exc:
+            rows = data[ROW].to_pylist()
+            refused += [(rows[i], reason) for i, reason in sorted(exc.refused.items())]
+            kept = pc.invert(pc.is_in(pa.array(range(data.num_rows)), pa.array(list(exc.refused))))
+            data = data.filter(kept)
+            if data.num_rows:
+                continue
+            result = LoadResult(0, [])
+        result.refused = sorted(refused)
+        return result
+
+
+def _merge(session: Session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
+           ) -> LoadResult:
     if _append_directly(session, table, data):
         return LoadResult(data.num_rows, [])
     source = session.stage(stage_name(table), table, data)
     written = session.merge_from(table, source, data.column_names, key, BATCH)
     duplicates = []
     if written < data.num_rows:
+        quote = session.quote
         join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
         found = session.sql(
             f"SELECT {', '.join('s.' + quote(k) for k in key)}, s.{quote(ROW)}, t.{quote(ROW)} "

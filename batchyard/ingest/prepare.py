@@ -43,6 +43,23 @@ def duplicate_entry(row: int, first: int, key: dict) -> RecordEntry:
     )
 
 
+def load_entries(output: pa.Table, loaded) -> list[RecordEntry]:
+    """The ledger entries of the records a load (`ingest.load.LoadResult`) left out of
+    `output`: duplicates of an earlier record of the batch (ignored), and records whose values
+    the database refused (failed, with its reason and the values as loaded)."""
+    entries = [duplicate_entry(row, first, key) for row, first, key in loaded.duplicates]
+    if loaded.refused:
+        reasons = dict(loaded.refused)
+        fields = [n for n in output.column_names if n != ROW]
+        picked = output.filter(pc.is_in(output[ROW], pa.array(list(reasons), pa.int64())))
+        for record in picked.to_pylist():
+            row = record[ROW]
+            payload = {f: None if record[f] is None else str(record[f]) for f in fields}
+            entries.append(RecordEntry(row, "failed", VALIDATION_ERROR, reasons[row],
+                                       _NUMBERS.sub("N", reasons[row]), payload))
+    return entries
+
+
 def _parse_failures(raw: pa.Table) -> tuple[pa.Table, list[RecordEntry]]:
     broken = pc.is_valid(raw[PARSE_ERROR])
     if not pc.any(broken).as_py():

@@ -29,7 +29,7 @@ from batchyard.ingest.job import ImportJob
 from batchyard.ingest.lease import owner_id
 from batchyard.ingest.lifecycle import check_startable
 from batchyard.ingest.load import load_rows
-from batchyard.ingest.prepare import duplicate_entry, prepare_chunk
+from batchyard.ingest.prepare import load_entries, prepare_chunk
 from batchyard.ingest.spool import spool_tables
 from batchyard.ingest.summary import batch_row
 from batchyard.readers.base import record_schema
@@ -127,7 +127,7 @@ def retry_chunk(job: ImportJob, ref: ChunkRef, max_retries: int) -> RetryResult:
         raw = raw.filter(pc.is_in(raw[ROW], value_set=pa.array(list(failed_now), pa.int64())))
         prepared = prepare_chunk(plan, raw)
         loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id)
-        entries = prepared.entries + [duplicate_entry(r, f, k) for r, f, k in loaded.duplicates]
+        entries = prepared.entries + load_entries(prepared.output, loaded)
         outcome = {e.row_number: e for e in entries}
         outcomes = []
         for row_number, retries in failed_now.items():

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -95,34 +96,26 @@ def test_postgres_refusing_and_dropping_connections_for_a_while(tmp_path, postgr
     url = normalise_url(postgres_url).set(username="batchyard_flaky").render_as_string(False)
     source = write_users(tmp_path / "users.csv", 2_000)
 
-    def outage():
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            with admin.connect() as connection:
-                done = connection.exec_driver_sql(
-                    "select count(*) from batchyard_chunks where status='committed' "
-                    f"and batch_id in (select batch_id from batchyard_batches "
-                    f"where target_table = '{unique_table}')").scalar() if _has_ledger(admin) else 0
-            if done:
-                break
-            time.sleep(0.01)
+    def committed_here() -> int:
+        if not _has_ledger(admin):
+            return 0
+        with admin.connect() as connection:
+            return connection.exec_driver_sql(
+                "select count(*) from batchyard_chunks where status='committed' "
+                f"and batch_id in (select batch_id from batchyard_batches "
+                f"where target_table = '{unique_table}')").scalar()
+
+    def cut() -> None:
         with admin.connect() as connection:
             connection.exec_driver_sql("ALTER ROLE batchyard_flaky CONNECTION LIMIT 0")
             connection.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                        "WHERE usename = 'batchyard_flaky'")
-        time.sleep(2.0)
+
+    def restore() -> None:
         with admin.connect() as connection:
             connection.exec_driver_sql("ALTER ROLE batchyard_flaky CONNECTION LIMIT -1")
 
-    breaker = threading.Thread(target=outage)
-    breaker.start()
-    try:
-        summary = batch_import(str(source), db=url, table=unique_table, chunk_size=100,
-                               max_parallel=2)
-    finally:
-        breaker.join(60)
-        with admin.connect() as connection:
-            connection.exec_driver_sql("ALTER ROLE batchyard_flaky CONNECTION LIMIT -1")
+    summary = import_through_an_outage(source, url, committed_here, cut, restore, table=unique_table)
     want = expected_counts(2_000)
     assert {k: summary[k] for k in want} == want
     assert summary["status"] == "completed"
@@ -132,6 +125,27 @@ def test_postgres_refusing_and_dropping_connections_for_a_while(tmp_path, postgr
             want["success"], want["success"])
         connection.exec_driver_sql(f"drop table {unique_table}")
     assert max(task_run_counts(summary["flow_run_id"])) > 1
+
+
+def import_through_an_outage(source, url: str, committed: Callable[[], int], cut: Callable[[], None],
+                             restore: Callable[[], None], **options) -> dict:
+    """Import `source` into `url` in chunks of 100 while, once `committed()` says a chunk is,
+    `cut()` makes the database unavailable for two seconds, until `restore()`."""
+    def outage():
+        deadline = time.time() + 60
+        while not committed() and time.time() < deadline:
+            time.sleep(0.01)
+        cut()
+        time.sleep(2.0)
+        restore()
+
+    breaker = threading.Thread(target=outage)
+    breaker.start()
+    try:
+        return batch_import(str(source), db=url, chunk_size=100, max_parallel=2, **options)
+    finally:
+        breaker.join(60)
+        restore()
 
 
 def _has_ledger(engine) -> bool:

@@ -12,6 +12,7 @@ reference (`block_fields`), and `blocks.etl` loads the block.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import pyarrow as pa
@@ -161,9 +162,11 @@ def require_key_columns(key: tuple[str, ...], schema: pa.Schema) -> None:
                                   f"(columns: {', '.join(schema.names)})")
 
 
-def swap_statements(table: str, staging: str, complete: bool) -> list[str]:
+def swap_statements(table: str, staging: str, complete: bool,
+                    quote: Callable[[str], str] = quote) -> list[str]:
     """The SQL that ends a replace: the staging table renamed in the target's place when every
-    batch loaded, else only the staging table dropped (the old data stays)."""
+    batch loaded, else only the staging table dropped (the old data stays); identifiers quoted
+    with `quote` (a session's own, on MariaDB backticks)."""
     if not complete:
         return [f"DROP TABLE IF EXISTS {quote(staging)}"]
     return [f"DROP TABLE IF EXISTS {quote(table)}",

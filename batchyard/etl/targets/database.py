@@ -1,4 +1,5 @@
-"""The database target: a table of SQLite or PostgreSQL, written through `batchyard.db.session`.
+"""The database target: a table of SQLite, PostgreSQL or MariaDB, written through
+`batchyard.engines.session`.
 
 Merge upserts with `batchyard.load.load_rows` (the same upsert as batch imports), append ingests
 in bulk with `session.ingest_into`; the state lives in two tables of the same database.
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from batchyard.chunks import BATCH
 from batchyard.engines import safe_url, session
 from batchyard.engines.base import columns
+from batchyard.errors import RecordsRefused
 from batchyard.etl.extract import Cursor
 from batchyard.etl.state import (
     CURSOR_QUERY,
@@ -33,7 +35,7 @@ from batchyard.etl.targets import (
     is_integer_type,
     swap_statements,
 )
-from batchyard.identifiers import check_identifier, quote
+from batchyard.identifiers import check_identifier
 from batchyard.ingest.load import load_rows
 
 if TYPE_CHECKING:
@@ -82,7 +84,7 @@ class DatabaseEtlTarget(TableTarget):
     def prepare_table(self, job: LoadJob, schema: pa.Schema) -> None:
         with session(self.spec.url, write=True) as current:
             if job.disposition == "replace":
-                current.sql(f"DROP TABLE IF EXISTS {quote(job.table)}")
+                current.sql(f"DROP TABLE IF EXISTS {current.quote(job.table)}")
             existing = current.describe(job.table)
             table = _sa_table(job.table, schema, job.key)
             if existing is None:
@@ -97,12 +99,21 @@ class DatabaseEtlTarget(TableTarget):
                     current.add_column(job.table, sa.Column(column.name, column.type))
 
     def load(self, job: LoadJob, table: pa.Table) -> None:
+        """Raises LoadValidationError when the database refuses a record's values: the batch
+        loads whole or not at all."""
         with session(self.spec.url, write=True) as current:
-            if job.disposition == "merge":
-                load_rows(current, job.table, table.drop_columns([BATCH]), job.key,
-                          table[BATCH][0].as_py())
-            else:
-                current.ingest_into(job.table, table)
+            try:
+                if job.disposition == "merge":
+                    refused = load_rows(current, job.table, table.drop_columns([BATCH]), job.key,
+                                        table[BATCH][0].as_py()).refused
+                    if refused:
+                        raise LoadValidationError(
+                            f"{self.describe()} refused {len(refused)} record(s), the first "
+                            f"(row {refused[0][0]}): {refused[0][1]}")
+                else:
+                    current.ingest_into(job.table, table)
+            except RecordsRefused as exc:
+                raise LoadValidationError(f"{self.describe()} refused the batch: {exc}") from None
 
     def integer_columns(self, job: LoadJob) -> set[str]:
         with session(self.spec.url) as current:
@@ -118,7 +129,7 @@ class DatabaseEtlTarget(TableTarget):
         if job.disposition != "replace":
             return complete
         with session(self.spec.url, write=True) as current:
-            for statement in swap_statements(self.spec.table, job.table, complete):
+            for statement in swap_statements(self.spec.table, job.table, complete, current.quote):
                 current.sql(statement)
         return complete
 

@@ -152,26 +152,49 @@ def test_failing_command_stops_the_server_it_started_early(tmp_path):
     assert _servers_of(tmp_path) == []
 
 
-@pytest.mark.postgres
-def test_database_password_appears_nowhere(tmp_path, postgres_url, unique_table, monkeypatch):
-    """The machine's PostgreSQL trusts local connections, so any password works: give one and
-    look for it everywhere a user or an operator could see it."""
+SECRET = "s3cret-Pa55word"
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def secret_url(request) -> tuple[str, str]:
+    """A database whose URL carries a password (PostgreSQL trusts local connections, so any
+    password works there; on MariaDB a user of the test's own has it), and a URL to look with."""
+    from sqlalchemy.engine import make_url
+
+    from batchyard.engines import session
+
+    if request.param == "postgresql":
+        base = request.getfixturevalue("postgres_url")
+        return make_url(base).set(password=SECRET).render_as_string(hide_password=False), base
+    base = request.getfixturevalue("mariadb_url")
+    with session(base, write=True) as current:
+        current.sql("CREATE USER IF NOT EXISTS 'batchyard_secret'@'%%' IDENTIFIED BY %s", (SECRET,))
+        current.sql(f"GRANT ALL ON `{make_url(base).database}`.* TO 'batchyard_secret'@'%'")
+    url = make_url(base).set(username="batchyard_secret", password=SECRET)
+    return url.render_as_string(hide_password=False), base
+
+
+def test_database_password_appears_nowhere(tmp_path, secret_url, unique_table, monkeypatch):
+    """Give a password and look for it everywhere a user or an operator could see it."""
     import asyncio
 
     from prefect.client.orchestration import get_client
     from sqlalchemy.engine import make_url
 
-    from batchyard.engines import session
+    from batchyard.engines import normalise_url, session
 
-    monkeypatch.delenv("PGPASSWORD", raising=False)
-    secret = "s3cret-Pa55word"
-    url = make_url(postgres_url).set(password=secret).render_as_string(hide_password=False)
+    for variable in ("PGPASSWORD", "MYSQL_PWD"):  # absent, and absent again after the test
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
+    url, look = secret_url
+    secret = SECRET
     source = write_users(tmp_path / "users.csv", 50)
     result = invoke("import", source, "--db", url, "--table", unique_table, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert secret not in result.stdout + result.stderr
-    with session(postgres_url) as current:
+    monkeypatch.delenv("MYSQL_PWD", raising=False)  # where the command put it; `look` has none
+    with session(look) as current:
         ledger_text = str(current.sql("select * from batchyard_batches where batch_id = %s",
                                       (summary["batch_id"],)).rows)
         ledger_text += str(current.sql("select * from batchyard_records where batch_id = %s",
@@ -189,9 +212,11 @@ def test_database_password_appears_nowhere(tmp_path, postgres_url, unique_table,
             return json.dumps(run.parameters) + logs.text + artifacts.text
 
     seen = asyncio.run(recorded())
-    assert "postgresql" in seen and unique_table in seen
+    assert make_url(url).get_backend_name() in seen and unique_table in seen
     assert secret not in seen, seen[max(0, seen.find(secret) - 300):seen.find(secret) + 50]
-    bad = invoke("import", source, "--db",
-                 url.replace("127.0.0.1:5432", "127.0.0.1:1"), "--table", unique_table)
+    unreachable = make_url(url).set(port=1)
+    bad = invoke("import", source, "--db", unreachable.render_as_string(hide_password=False),
+                 "--table", unique_table)
     assert bad.exit_code == 1 and secret not in bad.stderr
-    assert "cannot connect to postgresql+psycopg://postgres@127.0.0.1:1/test" in bad.stderr
+    shown = normalise_url(unreachable._replace(password=None).render_as_string(hide_password=False))
+    assert f"cannot connect to {shown.render_as_string(hide_password=False)}" in bad.stderr

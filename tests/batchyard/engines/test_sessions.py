@@ -35,11 +35,12 @@ def _items(db: str) -> list[tuple]:
 
 
 def test_the_engines_batchyard_loads_into():
-    assert engine_names() == ["postgresql", "sqlite"]
+    assert engine_names() == ["mariadb", "postgresql", "sqlite"]
 
 
 @pytest.mark.parametrize("url, message", [
-    ("mysql://u@h/d", "unsupported database 'mysql'"),
+    ("mssql://u@h/d", "unsupported database .mssql. in mssql://u@h/d: use mariadb:// or postgresql:// or sqlite://"),
+    ("mysql://u@h", "no database in mysql://u@h"),
     ("sqlite://", "in-memory SQLite is not supported"),
     ("::nonsense", "not a database URL"),
 ])

@@ -159,3 +159,19 @@ def test_spool_refuses_a_missing_cursor_column(tmp_path):
 def test_cursor_round_trip(value, kind):
     cursor = Cursor.of("c", value)
     assert cursor.kind == kind and Cursor.model_validate_json(cursor.model_dump_json()).python() == value
+
+
+def test_mariadb_source_reads_after_a_datetime_cursor(mariadb_url):
+    import datetime as dt
+
+    with session(mariadb_url, write=True) as current:
+        current.sql("CREATE TABLE `order` (id INT PRIMARY KEY, `key` VARCHAR(9), at DATETIME(6))")
+        for i in range(1, 8):
+            current.sql("INSERT INTO `order` VALUES (%s, %s, %s)", (i, f"k{i}", dt.datetime(2026, 1, i, 12)))
+    source = DatabaseSource(id="m", url=mariadb_url, table="order", cursor_column="at")
+    since = Cursor.of("at", dt.datetime(2026, 1, 4, 12))
+    batches = list(extract_database(source, 2, since))
+    assert [b.num_rows for b in batches] == [2, 1]
+    assert [r["key"] for b in batches for r in b.to_pylist()] == ["k5", "k6", "k7"]
+    query = DatabaseSource(id="q", url=mariadb_url, query='SELECT id FROM `order` WHERE `key` = "k2"')
+    assert [r for b in extract_database(query, 10) for r in b.to_pylist()] == [{"id": 2}]

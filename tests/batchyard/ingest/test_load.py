@@ -57,7 +57,7 @@ def test_an_existing_table_must_have_the_columns_and_key(db_url):
         _load(db_url, _users([1], ["a"]), "b1")
     with session(db_url, write=True) as current:
         current.sql("DROP TABLE users")
-        current.sql("CREATE TABLE users (id BIGINT, email TEXT, name TEXT, age BIGINT, country TEXT, "
+        current.sql("CREATE TABLE users (id BIGINT, email VARCHAR(200), name TEXT, age BIGINT, country TEXT, "
                     "signup_date DATE, balance FLOAT, _batch_id TEXT, _row_number BIGINT, "
                     "PRIMARY KEY (email))")
     with pytest.raises(ConfigurationError, match=r"its primary key is \(email\), not \(id\)"):

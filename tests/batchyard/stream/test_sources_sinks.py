@@ -163,3 +163,20 @@ def test_postgres_source_and_sink(postgres_url, unique_table):
                            (job,)).rows
     assert rows == [("a", 2, 3.0, 1.0, 2.0)]
     assert sink.state(job).watermark == 120_000 and sink.state(job).windows == 1
+
+
+def test_mariadb_source_and_sink(mariadb_url):
+    source, sink = SqlTableSource(mariadb_url, "events"), SqlTableSink(mariadb_url, "results")
+    insert_events(mariadb_url, "events", [("a", 1, 60_000), ("a", 2, 61_000), ("b", 4, 119_999),
+                                          ("z", 1, 5), ("a", 9, 120_000)])
+    first = process_window(source, sink, "maria", W, 120_000)
+    assert (first.events_in, first.events_out, first.late, first.committed) == (3, 2, 1, True)
+    assert process_window(source, sink, "maria", W, 120_000).committed is False
+    second = process_window(source, sink, "maria", W.next(), 180_000)
+    assert (second.events_in, second.committed) == (1, True)
+    with session(mariadb_url) as current:
+        rows = current.sql("SELECT window_start, `key`, `count`, `sum`, `min`, `max` FROM results "
+                           "WHERE job = %s ORDER BY 1, 2", ("maria",)).rows
+    assert rows == [(60_000, "a", 2, 3.0, 1.0, 2.0), (60_000, "b", 1, 4.0, 4.0, 4.0),
+                    (120_000, "a", 1, 9.0, 9.0, 9.0)]
+    assert sink.state("maria").watermark == 180_000 and sink.state("maria").windows == 2
