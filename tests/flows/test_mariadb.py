@@ -211,10 +211,11 @@ def test_stream_window_into_a_mariadb_table(tmp_path, mariadb_url, monkeypatch):
     insert_events(events, [("a", 1, 9 * MIN), ("a", 2, 9 * MIN + 1), ("b", 4, 10 * MIN + 5),
                            ("old", 1, 2 * MIN), ("c", 8, 12 * MIN)])
     job = StreamJob(name=f"m-{uuid.uuid4().hex[:6]}", source_url=events, target_url=mariadb_url,
-                    target="clicks", max_windows=5)
+                    target="clicks", max_windows=5, start_from="latest")
     scheduled_at(monkeypatch, 10 * MIN + 5_000)
     summary, _ = run_stream(job)
-    assert (summary["windows"], summary["events_in"], summary["events_out"], summary["late"]) == (5, 4, 3, 1)
+    assert (summary["windows"], summary["events_in"], summary["events_out"], summary["late"],
+            summary["before_start"]) == (5, 4, 3, 0, 1)  # the 02:00 event precedes the first window
     summary, _ = run_stream(job)  # from the watermark on: no window counted twice
     assert (summary["windows"], summary["events_in"], summary["watermark"]) == (5, 0, 19 * MIN)
     assert rows(mariadb_url, "SELECT window_start, `key`, `count`, `sum` FROM clicks ORDER BY 1, 2") == [

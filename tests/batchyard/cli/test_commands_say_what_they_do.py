@@ -109,9 +109,9 @@ def test_cancel_a_pending_batch_and_one_whose_process_is_gone_but_not_a_live_one
     (["list", "--status", "bogus"],
      "error: unknown status 'bogus': use pending, running, completed, failed, cancelled"),
     (["status", "b1", "--db", "users.db"],
-     "error: not a database URL: 'users.db' (use postgresql://... or sqlite://..., e.g. sqlite:///path/to/file.db)"),
+     "error: not a database URL: 'users.db' (use mariadb://... or postgresql://... or sqlite://..., e.g. sqlite:///path/to/file.db)"),
     (["list", "--db", "postgresql://bob:secret@db-host:fivefour/x"],
-     "error: not a database URL: 'postgresql://bob:***@db-host:fivefour/x' (use postgresql://... or sqlite://..., "
+     "error: not a database URL: 'postgresql://bob:***@db-host:fivefour/x' (use mariadb://... or postgresql://... or sqlite://..., "
      "e.g. sqlite:///path/to/file.db)"),
     (["import", "{users}", "--batch-id", "my batch"],
      "error: invalid batch id 'my batch': use letters, digits, hyphens and underscores, starting with a "
