@@ -1,6 +1,6 @@
 """Running flows from the CLI, in ephemeral mode or against a server, ending cleanly.
 
-In ephemeral mode (no PREFECT_API_URL) Prefect 3.8.8 runs a temporary server in a subprocess,
+In ephemeral mode (no PREFECT_API_URL) Prefect 3.9.1 runs a temporary server in a subprocess,
 and task-run states reach its database asynchronously: the client sends events, the server's
 task-run recorder writes them. At exit Prefect stops that server at once; with a backlog (a
 batch of many chunks) the write in progress is cancelled, a CancelledError traceback lands on
@@ -20,7 +20,7 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 # Task-run states written in batches instead of one transaction per event (Prefect's default),
 # which frees the server's CPU for the import: set for the temporary server, and what the
 # README recommends for a server that runs batch workloads. The flush interval must stay a
-# whole number of seconds: Prefect 3.8.8 casts it to an int, and 0 makes the recorder flush in
+# whole number of seconds: Prefect 3.9.1 casts it to an int, and 0 makes the recorder flush in
 # a busy loop that took most of a core from the import.
 RECORDER_IN_BATCHES = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
@@ -90,7 +90,7 @@ def shutdown(flow_run_id=None, timeout: float = 60.0) -> None:
 
 
 def _without_default_heartbeats():
-    """Prefect 3.8.8's heartbeat thread sleeps in whole seconds and the flow run waits for it
+    """Prefect 3.9.1's heartbeat thread sleeps in whole seconds and the flow run waits for it
     to notice the end: 0.5 s on average added to every command. Its events only matter to an
     automation watching for crashed runs, which a user who sets up one enables by setting
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY; that is then kept. (The batch's own lease in the ledger

@@ -1,6 +1,6 @@
 """Ephemeral mode's temporary Prefect server, started the moment a flow command starts.
 
-With no server configured, Prefect 3.8.8 starts a temporary one the first time a flow needs
+With no server configured, Prefect 3.9.1 starts a temporary one the first time a flow needs
 the API: after the command has imported Prefect and its own modules. The two start-ups (about
 2.5 s and 3.5 s here) then run one after the other. Started here instead, in a subprocess
 before those imports, they overlap on two cores; once Prefect is imported the process is

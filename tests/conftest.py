@@ -65,7 +65,7 @@ def prefect_server():
     api = f"http://127.0.0.1:{port}/api"
     home = HOME / "server-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECTHOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_UI_API_URL=api, PREFECT_API_URL=api)
     log = (HOME / "server.log").open("w")
     server = subprocess.Popen(
