@@ -12,6 +12,7 @@ state, and stop the server ourselves.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -120,10 +121,36 @@ def connect_events_client() -> None:
         EventsWorker.instance()
 
 
+def print_run_link(flow, flow_run, state) -> None:
+    """An `on_running` hook: the run's page in the Prefect UI on stderr, as the run starts, so
+    the user can watch it live; in ephemeral mode, that there is none."""
+    import sys
+
+    from prefect.utilities.urls import url_for
+
+    link = url_for(flow_run)
+    if link:
+        print(f"flow run {flow_run.name!r}: {link}", file=sys.stderr, flush=True)
+    else:
+        print(f"flow run {flow_run.name!r} ({flow_run.id}) on a temporary server, no UI "
+              "(batchyard server start keeps one running)", file=sys.stderr, flush=True)
+
+
+class _NotAboutTheLinkHook(logging.Filter):
+    """Prefect logs running each hook twice; the link is the only thing the user needs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "print_run_link" not in record.getMessage()
+
+
 def run_flow_cleanly(flow, parameters: dict):
-    """Run `flow` in this process and return its final state."""
+    """Run `flow` in this process, printing its UI link as it starts; return its final state."""
     state = None
     connect_events_client()
+    engine_logger = logging.getLogger("prefect.engine")
+    if not any(isinstance(f, _NotAboutTheLinkHook) for f in engine_logger.filters):
+        engine_logger.addFilter(_NotAboutTheLinkHook())
+    flow = flow.with_options(on_running=[*flow.on_running_hooks, print_run_link])
     try:
         with _without_default_heartbeats():
             state = flow(**parameters, return_state=True)

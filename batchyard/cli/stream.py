@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from batchyard.cli.common import fail, prefect_environment, run_flow
+from batchyard.cli.common import connect_prefect, fail, run_flow
 
 stream_app = typer.Typer(no_args_is_help=True, help="Tumbling-window stream jobs (the stream-window flow).")
 
@@ -57,7 +57,7 @@ def stop(name: Annotated[str, typer.Argument(help="The job to stop.")]) -> None:
     """Stop a running job after its current window (the run that sees the signal clears it)."""
     from batchyard.stream.job import stop_variable
 
-    prefect_environment()
+    connect_prefect()
     from prefect.variables import Variable
 
     Variable.set(stop_variable(name), "stop", overwrite=True)
