@@ -136,6 +136,23 @@ def print_run_link(flow, flow_run, state) -> None:
               "(batchyard server start keeps one running)", file=sys.stderr, flush=True)
 
 
+def _serializer_without_fastapi(prefect_serializer):
+    """Prefect serializes a new flow run's parameters with FastAPI's `jsonable_encoder`, and
+    importing FastAPI for it took 0.2-0.5 s of every command here, on the critical path.
+    pydantic's own encoder gives the same JSON for the parameters batchyard's flows take
+    (strings, numbers, None, pydantic models; tests/batchyard/test_prefect_runtime.py checks
+    it); anything it cannot encode goes to Prefect's."""
+    from pydantic_core import to_jsonable_python
+
+    def serialize(parameters: dict) -> dict:
+        try:
+            return {name: to_jsonable_python(value) for name, value in parameters.items()}
+        except Exception:
+            return prefect_serializer(parameters)
+
+    return serialize
+
+
 class _NotAboutTheLinkHook(logging.Filter):
     """Prefect logs running each hook twice; the link is the only thing the user needs."""
 
@@ -151,6 +168,7 @@ def run_flow_cleanly(flow, parameters: dict):
     if not any(isinstance(f, _NotAboutTheLinkHook) for f in engine_logger.filters):
         engine_logger.addFilter(_NotAboutTheLinkHook())
     flow = flow.with_options(on_running=[*flow.on_running_hooks, print_run_link])
+    flow.serialize_parameters = _serializer_without_fastapi(flow.serialize_parameters)
     try:
         with _without_default_heartbeats():
             state = flow(**parameters, return_state=True)

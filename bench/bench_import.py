@@ -7,14 +7,16 @@ For each size, each contender runs in its own process on the same file, once per
 for --repeat rounds (medians are reported):
 
 SQLite: batchyard against an already running Prefect server (started here, as deployments
-have one), on the CSV and on the same data as Parquet; batchyard in ephemeral mode; batchyard's
-chunk functions without Prefect (to measure Prefect's share); pandas `read_csv(chunksize)` +
-`to_sql`; dlt; plain `sqlite3.executemany` of already-parsed rows (the floor).
+have one, with PREFECT_API_URL set), on the CSV and on the same data as Parquet; batchyard with
+its local server up (`batchyard server start`, no PREFECT_API_URL: what a user's second command
+gets); batchyard in ephemeral mode (BATCHYARD_LOCAL_SERVER=off); batchyard's chunk functions
+without Prefect (to measure Prefect's cost); pandas `read_csv(chunksize)` + `to_sql`; dlt;
+plain `sqlite3.executemany` of already-parsed rows (the floor).
 PostgreSQL (when one answers at --pg-url): batchyard against the server, and a raw `COPY`.
 
 Each row records the process's wall time, the time of the work itself (batchyard: the batch's
 duration in its ledger; the others: their load) and the process's peak RSS. Results are
-appended to bench/RESULTS.md with the targets of issue 6 checked.
+appended to bench/RESULTS.md, dated, with the targets of issues 6 and 19 checked.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -36,6 +37,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench_report import EPHEMERAL, LOCAL, LOCAL_HOME, report, targets, targets_19, with_run
 
 from batchyard.prefect_runtime import RECORDER_IN_BATCHES  # what the README recommends
 from batchyard.sizing import DEFAULT_CHUNK_SIZE
@@ -208,6 +211,7 @@ def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: st
                pg: str | None) -> list[Contender]:
     chunking = ["--chunk-size", str(args.chunk_size), "--max-parallel", str(args.max_parallel)]
     server = {"PREFECT_API_URL": api}
+    local = {"PREFECT_HOME": str(work / LOCAL_HOME), "BATCHYARD_LOCAL_SERVER": "start"}
 
     def batchyard(name: str, file: Path, db: str, extra_env: dict | None = None) -> Contender:
         return Contender(name, [str(BIN / "batchyard"), "import", str(file), "--db", db, *chunking,
@@ -217,7 +221,8 @@ def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: st
     chosen = [
         batchyard("batchyard (server)", source, f"sqlite:///{work / 'server.db'}", server),
         batchyard("batchyard (server, Parquet)", parquet, f"sqlite:///{work / 'parquet.db'}", server),
-        batchyard("batchyard (ephemeral)", source, f"sqlite:///{work / 'ephemeral.db'}"),
+        batchyard(LOCAL, source, f"sqlite:///{work / 'local.db'}", local),
+        batchyard(EPHEMERAL, source, f"sqlite:///{work / 'ephemeral.db'}", {"BATCHYARD_LOCAL_SERVER": "off"}),
         Contender("batchyard without Prefect",
                   [sys.executable, str(HERE / "run_core.py"), str(source),
                    f"sqlite:///{work / 'core.db'}", str(args.chunk_size), str(args.max_parallel)],
@@ -327,125 +332,38 @@ def empty_targets(work: Path, pg: str | None, rows: int) -> None:
             connection.execute(f"drop table if exists users_{rows}")
 
 
+def local_env(env: dict, work: Path) -> dict:
+    return {**env, "PREFECT_HOME": str(work / LOCAL_HOME), "BATCHYARD_LOCAL_SERVER": "start"}
+
+
+def start_local_server(env: dict, work: Path) -> None:
+    """batchyard's own local server, as `batchyard server start` (or a first command) leaves it."""
+    subprocess.run([str(BIN / "batchyard"), "server", "start"], check=True, env=local_env(env, work),
+                   stdout=subprocess.DEVNULL)
+
+
+def stop_local_server(env: dict, work: Path) -> None:
+    subprocess.run([str(BIN / "batchyard"), "server", "stop"], env=local_env(env, work),
+                   stdout=subprocess.DEVNULL)
+
+
 def warm_up(work: Path, env: dict, api: str) -> None:
     """A deployment's server has run flows before: the first flow run on a new server also
-    creates the flow and the server is still settling, which is not the import's cost."""
+    creates the flow and the server is still settling, which is not the import's cost. The
+    same for the local server, which a user's earlier commands have used."""
     source = work / "warm-up.csv"
     subprocess.run([str(BIN / "batchyard"), "generate", str(source), "--rows", "1000"],
                    check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run([str(BIN / "batchyard"), "import", str(source), "--db",
-                    f"sqlite:///{work / 'warm-up.sqlite'}", "--json"], check=True,
-                   env={**env, "PREFECT_API_URL": api}, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    for server_env in ({**env, "PREFECT_API_URL": api}, local_env(env, work)):
+        subprocess.run([str(BIN / "batchyard"), "import", str(source), "--db",
+                        f"sqlite:///{work / 'warm-up.sqlite'}", "--json"], check=True,
+                       env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def checked(summary: dict, rows: int) -> dict:
     if summary["status"] != "completed" or summary["success"] != rows:
         raise SystemExit(f"batchyard did not load every row: {summary}")
     return summary
-
-
-def ratio(results: dict, ours: str, theirs: str, key: str = "work") -> float | None:
-    if ours in results and theirs in results:
-        return results[theirs][key] / results[ours][key]
-    return None
-
-
-def prefect_share(results: dict) -> float | None:
-    """Prefect's share of the work: the flow against the same chunk functions run without it."""
-    if "batchyard (server)" not in results or "batchyard without Prefect" not in results:
-        return None
-    return 1 - results["batchyard without Prefect"]["work"] / results["batchyard (server)"]["work"]
-
-
-def prefect_share_per_round(results: dict) -> list[float]:
-    """The share of each round on its own (the two runs of a round ran minutes apart at most):
-    how far single runs scatter around the medians."""
-    flows = results["batchyard (server)"]["all_work"]
-    cores = results["batchyard without Prefect"]["all_work"]
-    return [1 - core / flow for flow, core in zip(flows, cores, strict=True)]
-
-
-def report(rows: int, results: dict) -> list[str]:
-    base = "batchyard (server)"
-    lines = [
-        f"#### {rows:,} rows, {dt.date.today()}, {platform.machine()} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
-        "",
-        "| run | work s | rows/s (work) | process wall s | peak RSS MiB | "
-        "batchyard's speed ÷ this one's (work) | (wall) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        ours = "batchyard → PostgreSQL (server)" if "PostgreSQL" in name else base
-        work, wall = ratio(results, ours, name), ratio(results, ours, name, "wall")
-        lines.append(
-            f"| {name} | {r['work']:.2f} | {rows / r['work']:,.0f} | {r['wall']:.2f} | "
-            f"{r['rss_mib']:.0f} | {_x(work)} | {_x(wall)} |"
-        )
-    lines.append("")
-    if base in results and "batchyard (ephemeral)" in results:
-        eph = results["batchyard (ephemeral)"]
-        lines.append(
-            f"Fixed cost outside the work: {results[base]['wall'] - results[base]['work']:.1f} s "
-            f"per command with a running server, {eph['wall'] - eph['work']:.1f} s in ephemeral "
-            "mode (which also starts and stops its temporary server).")
-    for name in ("batchyard (server)", "batchyard without Prefect"):
-        if f"{name}, baseline" in results:
-            lines.append(
-                f"{name} against the same code before the change (baseline): "
-                f"{_x(ratio(results, name, name + ', baseline', 'wall'))} on the whole process, "
-                f"{_x(ratio(results, name, name + ', baseline'))} on the work (above 1: faster now).")
-    share = prefect_share(results)
-    if share is not None:
-        rounds = ", ".join(f"{s:.0%}" for s in prefect_share_per_round(results))
-        lines.append(f"Prefect's share of the work time: {share:.1%} (the flow against the same "
-                     f"chunk functions run without Prefect; single rounds: {rounds}).")
-    return lines + [""]
-
-
-def _x(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}×"
-
-
-def targets(all_results: dict[int, dict]) -> list[str]:
-    """Issue 6's targets, checked on this run's figures."""
-    lines = ["| target | measured | met |", "|---|---:|---|"]
-
-    def check(label: str, value: float | None, ok: Callable[[float], bool], fmt="{:.2f}×"):
-        if value is not None:
-            lines.append(f"| {label} | {fmt.format(value)} | {'yes' if ok(value) else 'no'} |")
-
-    for rows, results in all_results.items():
-        n = f"{rows / 1e6:g}M"
-        for mode in ("batchyard (server)", "batchyard (ephemeral)"):
-            short = mode.split("(")[1].rstrip(")")
-            for key in ("work", "wall"):
-                check(f"{n}, {short}, {key}: ≥ 1.5× dlt",
-                      ratio(results, mode, "dlt (Arrow → SQLite)", key), lambda v: v >= 1.5)
-                check(f"{n}, {short}, {key}: ≥ 1.2× pandas to_sql",
-                      ratio(results, mode, "pandas read_csv + to_sql", key), lambda v: v >= 1.2)
-        check(f"{n}: PostgreSQL ≥ 0.5× raw COPY (work)",
-              ratio(results, "batchyard → PostgreSQL (server)", "raw COPY → PostgreSQL"),
-              lambda v: v >= 0.5)
-        check(f"{n}: Prefect's share of the work < 10 %", prefect_share(results),
-              lambda v: v < 0.10, "{:.1%}")
-    sizes = sorted(all_results)
-    if len(sizes) > 1:
-        small, large = all_results[sizes[0]], all_results[sizes[-1]]
-        for mode in ("batchyard (server)", "batchyard (ephemeral)"):
-            if mode in small and mode in large:
-                check(f"peak RSS {sizes[-1] / 1e6:g}M ÷ {sizes[0] / 1e6:g}M, {mode}",
-                      large[mode]["rss_mib"] / small[mode]["rss_mib"], lambda v: v <= 1.25)
-    return lines + [""]
-
-
-def with_run(results: Path, text: str) -> str:
-    """RESULTS.md with this run added at the end of its "## Runs" section (before the
-    "## Earlier runs" kept below it), or at the end when there is no such section."""
-    previous = results.read_text() if results.exists() else "# Benchmark results\n\n## Runs\n"
-    head, marker, tail = previous.partition("\n## Earlier runs")
-    return f"{head.rstrip()}\n\n{text}\n{marker}{tail}" if marker else f"{previous.rstrip()}\n\n{text}\n"
 
 
 def describe_checkout(path: Path) -> str:
@@ -477,12 +395,14 @@ def main() -> None:
     server, api = start_server(env)
     all_results: dict[int, dict] = {}
     try:
+        start_local_server(env, work)
         warm_up(work, env, api)
         for rows in args.rows:
             all_results[rows] = bench_size(rows, args, work, env, api, pg)
     finally:
         server.terminate()
         server.wait(30)
+        stop_local_server(env, work)
 
     lines = [f"### Run of {dt.datetime.now():%Y-%m-%d %H:%M}: "
              f"--rows {' '.join(map(str, args.rows))} --chunk-size {args.chunk_size} "
@@ -492,6 +412,8 @@ def main() -> None:
     for rows, results in all_results.items():
         lines += report(rows, results)
     lines += ["Targets (issue 6):", ""] + targets(all_results)
+    lines += ["Targets (issue 19: whole-process ratios first; Prefect's cost as ratios to the same "
+              "chunk functions without it):", ""] + targets_19(all_results)
     text = "\n".join(lines)
     print(text)
     args.results.write_text(with_run(args.results, text))

@@ -71,6 +71,10 @@ def import_(
                                  delimiter, encoding, sheet, fresh)
     except BatchyardError as exc:
         fail(str(exc))
+    if batch_id is None and size != "auto":  # a new batch: read the file while Prefect loads
+        from batchyard.ingest import early_spool
+
+        early_spool.start(job, options, size)
     from flows.batch_import import batch_import
 
     state = run_flow(

@@ -88,3 +88,27 @@ def test_every_task_run_is_recorded_before_an_ephemeral_command_exits(tmp_path):
             (seen["id"],)).fetchall()
     assert states == [("COMPLETED", 200)]
     assert "Traceback" not in done.stderr
+
+
+def test_parameters_are_serialized_as_prefect_would_without_fastapi():
+    """The flow-run parameters of an import, a stream run and an ETL run, encoded as Prefect's
+    own serializer (FastAPI's jsonable_encoder) encodes them."""
+    from batchyard.prefect_runtime import _serializer_without_fastapi
+    from batchyard.readers import SourceOptions
+    from batchyard.stream.job import StreamJob
+    from flows.batch_import import batch_import
+
+    parameters = {"source": "/data/users.csv", "schema_name": "users", "db": "sqlite:///x.db",
+                  "table": None, "chunk_size": 100_000, "max_parallel": 10, "fresh": False,
+                  "options": SourceOptions(delimiter=";", encoding="latin-1"),
+                  "job": StreamJob(name="clicks"), "rejects_file": None}
+    from batchyard.etl.spec import PipelineSpec
+
+    spec = PipelineSpec.model_validate({
+        "pipeline_id": "p1", "batch_size": 2,
+        "sources": [{"type": "file", "id": "people", "path": "/data/in.csv"}],
+        "target": {"type": "warehouse", "path": "/data/wh.duckdb", "table": "people"}})
+    parameters.update({name: getattr(spec, name) for name in PipelineSpec.model_fields})
+    ours = _serializer_without_fastapi(batch_import.serialize_parameters)(parameters)
+    assert ours == batch_import.serialize_parameters(parameters)
+    assert ours["options"]["delimiter"] == ";" and ours["chunk_size"] == 100_000

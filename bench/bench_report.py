@@ -1,0 +1,166 @@
+"""The benchmark's report: ratios, Prefect's cost, and the targets of issues 6 and 19 checked on a
+run's medians (bench/bench_import.py runs the contenders; this only reads their figures)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+SERVER, LOCAL, EPHEMERAL = "batchyard (server)", "batchyard (local server)", "batchyard (ephemeral)"
+CORE, PANDAS_CSV = "batchyard without Prefect", "pandas read_csv + to_sql"
+LOCAL_HOME = "prefect-local"
+
+
+def ratio(results: dict, ours: str, theirs: str, key: str = "work") -> float | None:
+    if ours in results and theirs in results:
+        return results[theirs][key] / results[ours][key]
+    return None
+
+
+def prefect_share(results: dict) -> float | None:
+    """Prefect's share of the work: the flow against the same chunk functions run without it."""
+    if "batchyard (server)" not in results or "batchyard without Prefect" not in results:
+        return None
+    return 1 - results["batchyard without Prefect"]["work"] / results["batchyard (server)"]["work"]
+
+
+def prefect_share_per_round(results: dict) -> list[float]:
+    """The share of each round on its own (the two runs of a round ran minutes apart at most):
+    how far single runs scatter around the medians."""
+    flows = results["batchyard (server)"]["all_work"]
+    cores = results["batchyard without Prefect"]["all_work"]
+    return [1 - core / flow for flow, core in zip(flows, cores, strict=True)]
+
+
+def report(rows: int, results: dict) -> list[str]:
+    base = "batchyard (server)"
+    lines = [
+        f"#### {rows:,} rows, {dt.date.today()}, {platform.machine()} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "",
+        "| run | work s | rows/s (work) | process wall s | peak RSS MiB | "
+        "batchyard's speed ÷ this one's (work) | (wall) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        ours = "batchyard → PostgreSQL (server)" if "PostgreSQL" in name else base
+        work, wall = ratio(results, ours, name), ratio(results, ours, name, "wall")
+        lines.append(
+            f"| {name} | {r['work']:.2f} | {rows / r['work']:,.0f} | {r['wall']:.2f} | "
+            f"{r['rss_mib']:.0f} | {_x(work)} | {_x(wall)} |"
+        )
+    lines.append("")
+    lines += ratio_lines(results)
+    for name in ("batchyard (server)", "batchyard without Prefect"):
+        if f"{name}, baseline" in results:
+            lines.append(
+                f"{name} against the same code before the change (baseline): "
+                f"{_x(ratio(results, name, name + ', baseline', 'wall'))} on the whole process, "
+                f"{_x(ratio(results, name, name + ', baseline'))} on the work (above 1: faster now).")
+    share = prefect_share(results)
+    if share is not None:
+        rounds = ", ".join(f"{s:.0%}" for s in prefect_share_per_round(results))
+        lines.append(f"Prefect's share of the work time: {share:.1%} (the flow against the same "
+                     f"chunk functions run without Prefect; single rounds: {rounds}).")
+    return lines + [""]
+
+
+def cost(results: dict, ours: str, key: str) -> float | None:
+    """Prefect's cost as a ratio: our time ÷ the same chunk functions' time without Prefect."""
+    if ours in results and CORE in results:
+        return results[ours][key] / results[CORE][key]
+    return None
+
+
+def fixed(results: dict, name: str) -> float | None:
+    return results[name]["wall"] - results[name]["work"] if name in results else None
+
+
+def ratio_lines(results: dict) -> list[str]:
+    """The ratios issue 19 asks for, whole process first, each mode on its own line."""
+    lines = []
+    for name in (LOCAL, SERVER, EPHEMERAL):
+        if name not in results:
+            continue
+        lines.append(
+            f"- {name}: whole process {_x(ratio(results, name, PANDAS_CSV, 'wall'))} pandas "
+            f"({results[name]['wall']:.2f} s); Prefect's cost {_x(cost(results, name, 'wall'))} on the "
+            f"whole process, {_x(cost(results, name, 'work'))} on the work; fixed cost per command "
+            f"{fixed(results, name):.2f} s.")
+    return lines + [""] if lines else []
+
+
+def targets_19(all_results: dict[int, dict]) -> list[str]:
+    """Issue 19's targets, checked on this run's figures."""
+    lines = ["| target | measured | met |", "|---|---:|---|"]
+
+    def check(label: str, value: float | None, ok: Callable[[float], bool], fmt="{:.2f}×"):
+        if value is not None:
+            lines.append(f"| {label} | {fmt.format(value)} | {'yes' if ok(value) else 'no'} |")
+
+    for rows, results in all_results.items():
+        n = f"{rows / 1e6:g}M"
+        least = 1.5 if rows >= 5_000_000 else 1.0
+        check(f"{n}, local server up, whole process: ≥ {least:g}× pandas",
+              ratio(results, LOCAL, PANDAS_CSV, "wall"), lambda v, least=least: v >= least)
+        check(f"{n}, running server, whole process: ≥ 1.2× pandas",
+              ratio(results, SERVER, PANDAS_CSV, "wall"), lambda v: v >= 1.2)
+        for name in (LOCAL, SERVER):
+            short = name.split("(")[1].rstrip(")")
+            check(f"{n}, {short}: Prefect's cost, whole process ≤ 1.25×", cost(results, name, "wall"),
+                  lambda v: v <= 1.25)
+            check(f"{n}, {short}: Prefect's cost, work ≤ 1.10×", cost(results, name, "work"),
+                  lambda v: v <= 1.10)
+            check(f"{n}, {short}: fixed cost per command ≤ 1.2 s", fixed(results, name),
+                  lambda v: v <= 1.2, "{:.2f} s")
+        if EPHEMERAL in results:
+            lines.append(f"| {n}, ephemeral (the fallback), whole process: no slower than before | "
+                         f"{results[EPHEMERAL]['wall']:.2f} s | see the runs before |")
+    return lines + [""]
+
+
+def _x(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}×"
+
+
+def targets(all_results: dict[int, dict]) -> list[str]:
+    """Issue 6's targets, checked on this run's figures."""
+    lines = ["| target | measured | met |", "|---|---:|---|"]
+
+    def check(label: str, value: float | None, ok: Callable[[float], bool], fmt="{:.2f}×"):
+        if value is not None:
+            lines.append(f"| {label} | {fmt.format(value)} | {'yes' if ok(value) else 'no'} |")
+
+    for rows, results in all_results.items():
+        n = f"{rows / 1e6:g}M"
+        for mode in ("batchyard (server)", "batchyard (ephemeral)"):
+            short = mode.split("(")[1].rstrip(")")
+            for key in ("work", "wall"):
+                check(f"{n}, {short}, {key}: ≥ 1.5× dlt",
+                      ratio(results, mode, "dlt (Arrow → SQLite)", key), lambda v: v >= 1.5)
+                check(f"{n}, {short}, {key}: ≥ 1.2× pandas to_sql",
+                      ratio(results, mode, "pandas read_csv + to_sql", key), lambda v: v >= 1.2)
+        check(f"{n}: PostgreSQL ≥ 0.5× raw COPY (work)",
+              ratio(results, "batchyard → PostgreSQL (server)", "raw COPY → PostgreSQL"),
+              lambda v: v >= 0.5)
+        check(f"{n}: Prefect's share of the work < 10 %", prefect_share(results),
+              lambda v: v < 0.10, "{:.1%}")
+    sizes = sorted(all_results)
+    if len(sizes) > 1:
+        small, large = all_results[sizes[0]], all_results[sizes[-1]]
+        for mode in ("batchyard (server)", "batchyard (ephemeral)"):
+            if mode in small and mode in large:
+                check(f"peak RSS {sizes[-1] / 1e6:g}M ÷ {sizes[0] / 1e6:g}M, {mode}",
+                      large[mode]["rss_mib"] / small[mode]["rss_mib"], lambda v: v <= 1.25)
+    return lines + [""]
+
+
+def with_run(results: Path, text: str) -> str:
+    """RESULTS.md with this run added at the end of its "## Runs" section (before the
+    "## Earlier runs" kept below it), or at the end when there is no such section."""
+    previous = results.read_text() if results.exists() else "# Benchmark results\n\n## Runs\n"
+    head, marker, tail = previous.partition("\n## Earlier runs")
+    return f"{head.rstrip()}\n\n{text}\n{marker}{tail}" if marker else f"{previous.rstrip()}\n\n{text}\n"
