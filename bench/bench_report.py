@@ -93,13 +93,20 @@ def ratio_lines(results: dict) -> list[str]:
     return lines + [""] if lines else []
 
 
+def _checker(lines: list[str]) -> Callable:
+    """A function that adds one row of a targets table to `lines` (none for a missing value)."""
+
+    def check(label: str, value: float | None, ok: Callable[[float], bool], fmt="{:.2f}×") -> None:
+        if value is not None:
+            lines.append(f"| {label} | {fmt.format(value)} | {'yes' if ok(value) else 'no'} |")
+
+    return check
+
+
 def targets_19(all_results: dict[int, dict]) -> list[str]:
     """Issue 19's targets, checked on this run's figures."""
     lines = ["| target | measured | met |", "|---|---:|---|"]
-
-    def check(label: str, value: float | None, ok: Callable[[float], bool], fmt="{:.2f}×"):
-        if value is not None:
-            lines.append(f"| {label} | {fmt.format(value)} | {'yes' if ok(value) else 'no'} |")
+    check = _checker(lines)
 
     for rows, results in all_results.items():
         n = f"{rows / 1e6:g}M"
@@ -129,10 +136,7 @@ def _x(value: float | None) -> str:
 def targets(all_results: dict[int, dict]) -> list[str]:
     """Issue 6's targets, checked on this run's figures."""
     lines = ["| target | measured | met |", "|---|---:|---|"]
-
-    def check(label: str, value: float | None, ok: Callable[[float], bool], fmt="{:.2f}×"):
-        if value is not None:
-            lines.append(f"| {label} | {fmt.format(value)} | {'yes' if ok(value) else 'no'} |")
+    check = _checker(lines)
 
     for rows, results in all_results.items():
         n = f"{rows / 1e6:g}M"
