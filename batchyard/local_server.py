@@ -157,10 +157,14 @@ def start(paths: Paths, port: int | None = None, idle_timeout: float | None = No
     return Started(state, True, tuple(notes))
 
 
-def wait_ready(state: ServerState, timeout: float) -> bool:
-    """True once the server answers its health check (False if its supervisor exited or
+def wait_ready(state: ServerState, timeout: float) -> str | None:
+    """None once the server answers its health check; else why not (its supervisor exited, or
     `timeout` seconds passed first)."""
-    return answers(f"{state.api_url}/health", timeout, lambda: supervisor_alive(state.pid))
+    if answers(f"{state.api_url}/health", timeout, lambda: supervisor_alive(state.pid)):
+        return None
+    if not supervisor_alive(state.pid):
+        return "its process exited"
+    return f"it did not answer within {timeout:g} s"
 
 
 def stop(paths: Paths, timeout: float = 60.0) -> ServerState | None:
@@ -265,9 +269,10 @@ def hand_over() -> None:
         return
     paths, started, timeout = _pending
     _pending = None
-    if not wait_ready(started.state, timeout):
+    problem = wait_ready(started.state, timeout)
+    if problem:
         raise ConfigurationError(
-            f"the local Prefect server on {started.state.ui_url} did not answer within {timeout:g} s "
+            f"the local Prefect server on {started.state.ui_url} did not start: {problem} "
             f"(its log: {paths.log}); set BATCHYARD_LOCAL_SERVER=off to use a temporary server")
     if started.new:
         print(f"started the local Prefect server: UI at {started.state.ui_url} (it stops after "

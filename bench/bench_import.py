@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -386,6 +387,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a checkout of an earlier commit (git "
                         "worktree add DIR REV): its batchyard runs beside this one, interleaved")
     args = parser.parse_args()
+    # A bench stopped with SIGTERM still stops the servers it started (the finally below).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     work = Path(tempfile.mkdtemp(prefix="batchyard-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}

@@ -43,9 +43,9 @@ def start(
     for note in started.notes:
         typer.echo(f"note: {note}", err=True)
     state = started.state
-    if not local_server.wait_ready(state, settings.start_timeout):
-        fail(f"the local Prefect server did not answer on {state.ui_url} within "
-             f"{settings.start_timeout:g} s; see {paths.log}")
+    problem = local_server.wait_ready(state, settings.start_timeout)
+    if problem:
+        fail(f"the local Prefect server on {state.ui_url} did not start: {problem}; see {paths.log}")
     local_server.use(paths)  # asking for it counts as using it: the idle clock restarts
     word = "started" if started.new else "already running"
     typer.echo(f"local Prefect server {word}: UI at {state.ui_url} (pid {state.pid}; stops after "
