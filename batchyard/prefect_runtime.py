@@ -1,6 +1,6 @@
 """Running flows from the CLI, in ephemeral mode or against a server, ending cleanly.
 
-In ephemeral mode (no PREFECT_API_URL) Prefect 3.8.8 runs a temporary server in a subprocess,
+In ephemeral mode (no PREFECT_API_URL) Prefect 3.9.1 runs a temporary server in a subprocess,
 and task-run states reach its database asynchronously: the client sends events, the server's
 task-run recorder writes them. At exit Prefect stops that server at once; with a backlog (a
 batch of many chunks) the write in progress is cancelled, a CancelledError traceback lands on
@@ -12,6 +12,7 @@ state, and stop the server ourselves.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 # Task-run states written in batches instead of one transaction per event (Prefect's default),
 # which frees the server's CPU for the import: set for the temporary server, and what the
 # README recommends for a server that runs batch workloads. The flush interval must stay a
-# whole number of seconds: Prefect 3.8.8 casts it to an int, and 0 makes the recorder flush in
+# whole number of seconds: Prefect 3.9.1 casts it to an int, and 0 makes the recorder flush in
 # a busy loop that took most of a core from the import.
 RECORDER_IN_BATCHES = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
@@ -90,7 +91,7 @@ def shutdown(flow_run_id=None, timeout: float = 60.0) -> None:
 
 
 def _without_default_heartbeats():
-    """Prefect 3.8.8's heartbeat thread sleeps in whole seconds and the flow run waits for it
+    """Prefect 3.9.1's heartbeat thread sleeps in whole seconds and the flow run waits for it
     to notice the end: 0.5 s on average added to every command. Its events only matter to an
     automation watching for crashed runs, which a user who sets up one enables by setting
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY; that is then kept. (The batch's own lease in the ledger
@@ -120,10 +121,54 @@ def connect_events_client() -> None:
         EventsWorker.instance()
 
 
+def print_run_link(flow, flow_run, state) -> None:
+    """An `on_running` hook: the run's page in the Prefect UI on stderr, as the run starts, so
+    the user can watch it live; in ephemeral mode, that there is none."""
+    import sys
+
+    from prefect.utilities.urls import url_for
+
+    link = url_for(flow_run)
+    if link:
+        print(f"flow run {flow_run.name!r}: {link}", file=sys.stderr, flush=True)
+    else:
+        print(f"flow run {flow_run.name!r} ({flow_run.id}) on a temporary server, no UI "
+              "(batchyard server start keeps one running)", file=sys.stderr, flush=True)
+
+
+def _serializer_without_fastapi(prefect_serializer):
+    """Prefect serializes a new flow run's parameters with FastAPI's `jsonable_encoder`, and
+    importing FastAPI for it took 0.2-0.5 s of every command here, on the critical path.
+    pydantic's own encoder gives the same JSON for the parameters batchyard's flows take
+    (strings, numbers, None, pydantic models; tests/batchyard/test_prefect_runtime.py checks
+    it); anything it cannot encode goes to Prefect's."""
+    from pydantic_core import to_jsonable_python
+
+    def serialize(parameters: dict) -> dict:
+        try:
+            return {name: to_jsonable_python(value) for name, value in parameters.items()}
+        except Exception:
+            return prefect_serializer(parameters)
+
+    return serialize
+
+
+class _NotAboutTheLinkHook(logging.Filter):
+    """Prefect logs running each hook twice; the link is the only thing the user needs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "print_run_link" not in record.getMessage()
+
+
 def run_flow_cleanly(flow, parameters: dict):
-    """Run `flow` in this process and return its final state."""
+    """Run `flow` in this process, printing its UI link as it starts; return its final state."""
     state = None
     connect_events_client()
+    engine_logger = logging.getLogger("prefect.engine")
+    if not any(isinstance(f, _NotAboutTheLinkHook) for f in engine_logger.filters):
+        engine_logger.addFilter(_NotAboutTheLinkHook())
+    flow = flow.with_options(on_running=[*flow.on_running_hooks, print_run_link])
+    flow.serialize_parameters = _serializer_without_fastapi(flow.serialize_parameters)
     try:
         with _without_default_heartbeats():
             state = flow(**parameters, return_state=True)

@@ -1,6 +1,6 @@
 """Ephemeral mode's temporary Prefect server, started the moment a flow command starts.
 
-With no server configured, Prefect 3.8.8 starts a temporary one the first time a flow needs
+With no server configured, Prefect 3.9.1 starts a temporary one the first time a flow needs
 the API: after the command has imported Prefect and its own modules. The two start-ups (about
 2.5 s and 3.5 s here) then run one after the other. Started here instead, in a subprocess
 before those imports, they overlap on two cores; once Prefect is imported the process is
@@ -13,18 +13,15 @@ This module imports nothing from Prefect at import time: it runs before Prefect 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import importlib.util
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from batchyard.processes import answers, die_with_parent, free_port, stop
 
 FLOW_COMMANDS = {"import", "resume", "retry", "demo", "etl", "stream run"}
 
@@ -84,14 +81,14 @@ def start_early(argv: Sequence[str] = sys.argv) -> None:
     spec = importlib.util.find_spec("prefect")
     if spec is None or spec.origin is None:
         return
-    _port = _free_port()
+    _port = free_port()
     atexit.register(_stop_unused)
     _started = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent),
          "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
          "--port", str(_port), "--log-level", "error", "--lifespan", "on"],
         env={**os.environ, **SERVER_SETTINGS},
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
 
 
@@ -107,14 +104,14 @@ def hand_to_prefect(timeout: float = 90.0) -> None:
     from prefect.settings import get_current_settings
 
     if get_current_settings().api.url:
-        _stop(process)
+        stop(process)
         return
     server = SubprocessASGIServer()
     if server.running:  # Prefect started its own before us
-        _stop(process)
+        stop(process)
         return
-    if not _answers(process, f"http://127.0.0.1:{_port}/api/health", timeout):
-        _stop(process)
+    if not answers(f"http://127.0.0.1:{_port}/api/health", timeout, lambda: process.poll() is None):
+        stop(process)
         return
     server.port, server.server_process, server.running = _port, process, True
     atexit.register(server.stop)
@@ -122,45 +119,9 @@ def hand_to_prefect(timeout: float = 90.0) -> None:
         f"Started a temporary server on {server.address} (no PREFECT_API_URL is set)")
 
 
-def _answers(process: subprocess.Popen, url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
-
-
 def _stop_unused() -> None:
     """The command ended before it ran a flow (a bad argument, a missing file)."""
     global _started
     if _started is not None:
-        _stop(_started)
+        stop(_started)
         _started = None
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """A killed command must not leave its temporary server behind (Linux; elsewhere a no-op)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

@@ -7,16 +7,18 @@ For each size, each contender runs in its own process on the same file, once per
 for --repeat rounds (medians are reported):
 
 SQLite: batchyard against an already running Prefect server (started here, as deployments
-have one), on the CSV and on the same data as Parquet; batchyard in ephemeral mode; batchyard's
-chunk functions without Prefect (to measure Prefect's share); pandas `read_csv(chunksize)` +
-`to_sql`; dlt; plain `sqlite3.executemany` of already-parsed rows (the floor).
+have one, with PREFECT_API_URL set), on the CSV and on the same data as Parquet; batchyard with
+its local server up (`batchyard server start`, no PREFECT_API_URL: what a user's second command
+gets); batchyard in ephemeral mode (BATCHYARD_LOCAL_SERVER=off); batchyard's chunk functions
+without Prefect (to measure Prefect's cost); pandas `read_csv(chunksize)` + `to_sql`; dlt;
+plain `sqlite3.executemany` of already-parsed rows (the floor).
 PostgreSQL (when one answers at --pg-url): batchyard against the server, and a raw `COPY`.
 MariaDB (when one answers at --mariadb-url): batchyard against the server, and a raw
 `LOAD DATA LOCAL INFILE` of the CSV.
 
 Each row records the process's wall time, the time of the work itself (batchyard: the batch's
 duration in its ledger; the others: their load) and the process's peak RSS. Results are
-appended to bench/RESULTS.md with the targets of issues 6 and 18 checked.
+appended to bench/RESULTS.md, dated, with the targets of issues 6, 16, 18 and 19 checked.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -42,11 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import native  # noqa: I001 (bench/ is this script's directory)
+from bench_report import EPHEMERAL, INPUT_MIB, LOCAL, LOCAL_HOME, report, targets, targets_19, with_run
 from servers import (  # bench/servers.py: the database servers' contenders
     BENCH_DB,
     COPY,
     LOAD_DATA,
-    SERVERS,
     USERS_DDL,
     empty_server_tables,
     mariadb_database,
@@ -216,6 +218,7 @@ def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: st
                pg: str | None, maria: str | None, extra: dict[str, Path]) -> list[Contender]:
     chunking = ["--chunk-size", str(args.chunk_size), "--max-parallel", str(args.max_parallel)]
     server = {"PREFECT_API_URL": api}
+    local = {"PREFECT_HOME": str(work / LOCAL_HOME), "BATCHYARD_LOCAL_SERVER": "start"}
 
     def batchyard(name: str, file: Path, db: str, extra_env: dict | None = None,
                   expected: dict | None = None) -> Contender:
@@ -230,7 +233,8 @@ def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: st
                   server),
         batchyard("batchyard (server, 7 % bad rows)", extra["bad"], f"sqlite:///{work / 'bad.db'}",
                   server, expected_counts(rows)),
-        batchyard("batchyard (ephemeral)", source, f"sqlite:///{work / 'ephemeral.db'}"),
+        batchyard(LOCAL, source, f"sqlite:///{work / 'local.db'}", local),
+        batchyard(EPHEMERAL, source, f"sqlite:///{work / 'ephemeral.db'}", {"BATCHYARD_LOCAL_SERVER": "off"}),
         Contender("batchyard without Prefect",
                   [sys.executable, str(HERE / "run_core.py"), str(source),
                    f"sqlite:///{work / 'core.db'}", str(args.chunk_size), str(args.max_parallel)],
@@ -273,9 +277,6 @@ def contenders(rows: int, args, work: Path, source: Path, parquet: Path, api: st
     chosen += native.native_contenders(Contender, work, source, pg, native.ensure_tools())
     return [c for c in chosen if not args.only or any(word in c.name for word in args.only)]
 
-
-INPUT_MIB: dict[int, dict[str, float]] = {}
-"""The size of each input file, per row count, printed beside the spool's peak."""
 
 RUN_CLI = "import sys; from batchyard.cli import main; main()"
 """The `batchyard` command of whichever checkout PYTHONPATH puts first (the baseline's)."""
@@ -352,16 +353,32 @@ def empty_targets(work: Path, pg: str | None, maria: str | None, rows: int) -> N
     empty_server_tables(pg, maria, f"users_{rows}")
 
 
+def local_env(env: dict, work: Path) -> dict:
+    return {**env, "PREFECT_HOME": str(work / LOCAL_HOME), "BATCHYARD_LOCAL_SERVER": "start"}
+
+
+def start_local_server(env: dict, work: Path) -> None:
+    """batchyard's own local server, as `batchyard server start` (or a first command) leaves it."""
+    subprocess.run([str(BIN / "batchyard"), "server", "start"], check=True, env=local_env(env, work),
+                   stdout=subprocess.DEVNULL)
+
+
+def stop_local_server(env: dict, work: Path) -> None:
+    subprocess.run([str(BIN / "batchyard"), "server", "stop"], env=local_env(env, work),
+                   stdout=subprocess.DEVNULL)
+
+
 def warm_up(work: Path, env: dict, api: str) -> None:
     """A deployment's server has run flows before: the first flow run on a new server also
-    creates the flow and the server is still settling, which is not the import's cost."""
+    creates the flow and the server is still settling, which is not the import's cost. The
+    same for the local server, which a user's earlier commands have used."""
     source = work / "warm-up.csv"
     subprocess.run([str(BIN / "batchyard"), "generate", str(source), "--rows", "1000"],
                    check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run([str(BIN / "batchyard"), "import", str(source), "--db",
-                    f"sqlite:///{work / 'warm-up.sqlite'}", "--json"], check=True,
-                   env={**env, "PREFECT_API_URL": api}, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    for server_env in ({**env, "PREFECT_API_URL": api}, local_env(env, work)):
+        subprocess.run([str(BIN / "batchyard"), "import", str(source), "--db",
+                        f"sqlite:///{work / 'warm-up.sqlite'}", "--json"], check=True,
+                       env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def checked(summary: dict, rows: int, expected: dict | None = None) -> dict:
@@ -370,124 +387,6 @@ def checked(summary: dict, rows: int, expected: dict | None = None) -> dict:
     if summary["status"] != "completed" or any(summary[k] != v for k, v in want.items()):
         raise SystemExit(f"batchyard did not load what it should ({want}): {summary}")
     return summary
-
-
-def ratio(results: dict, ours: str, theirs: str, key: str = "work") -> float | None:
-    if ours in results and theirs in results:
-        return results[theirs][key] / results[ours][key]
-    return None
-
-
-def prefect_share(results: dict) -> float | None:
-    """Prefect's share of the work: the flow against the same chunk functions run without it."""
-    if "batchyard (server)" not in results or "batchyard without Prefect" not in results:
-        return None
-    return 1 - results["batchyard without Prefect"]["work"] / results["batchyard (server)"]["work"]
-
-
-def prefect_share_per_round(results: dict) -> list[float]:
-    """The share of each round on its own (the two runs of a round ran minutes apart at most):
-    how far single runs scatter around the medians."""
-    flows = results["batchyard (server)"]["all_work"]
-    cores = results["batchyard without Prefect"]["all_work"]
-    return [1 - core / flow for flow, core in zip(flows, cores, strict=True)]
-
-
-def report(rows: int, results: dict) -> list[str]:
-    base = "batchyard (server)"
-    lines = [
-        f"#### {rows:,} rows, {dt.date.today()}, {platform.machine()} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
-        "",
-        "| run | work s | rows/s (work) | process wall s | peak RSS MiB | spool peak MiB | "
-        "batchyard's speed ÷ this one's (work) | (wall) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        ours = next((ours for server, ours in SERVERS.items() if server in name), base)
-        work, wall = ratio(results, ours, name), ratio(results, ours, name, "wall")
-        spool = f"{r['spool_mib']:.0f}" if r.get("spool_mib") else ""
-        lines.append(
-            f"| {name} | {r['work']:.2f} | {rows / r['work']:,.0f} | {r['wall']:.2f} | "
-            f"{r['rss_mib']:.0f} | {spool} | {_x(work)} | {_x(wall)} |"
-        )
-    lines.append("")
-    if rows in INPUT_MIB:
-        lines.append("Inputs: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in INPUT_MIB[rows].items())
-                     + " (the spool's peak is the largest its directory got during a run; chunk files "
-                       "are deleted as their chunks commit).")
-    if base in results and "batchyard (ephemeral)" in results:
-        eph = results["batchyard (ephemeral)"]
-        lines.append(
-            f"Fixed cost outside the work: {results[base]['wall'] - results[base]['work']:.1f} s "
-            f"per command with a running server, {eph['wall'] - eph['work']:.1f} s in ephemeral "
-            "mode (which also starts and stops its temporary server).")
-    for name in ("batchyard (server)", "batchyard without Prefect"):
-        if f"{name}, baseline" in results:
-            lines.append(
-                f"{name} against the same code before the change (baseline): "
-                f"{_x(ratio(results, name, name + ', baseline', 'wall'))} on the whole process, "
-                f"{_x(ratio(results, name, name + ', baseline'))} on the work (above 1: faster now).")
-    share = prefect_share(results)
-    if share is not None:
-        rounds = ", ".join(f"{s:.0%}" for s in prefect_share_per_round(results))
-        lines.append(f"Prefect's share of the work time: {share:.1%} (the flow against the same "
-                     f"chunk functions run without Prefect; single rounds: {rounds}).")
-    return lines + [""]
-
-
-def _x(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}×"
-
-
-def targets(all_results: dict[int, dict]) -> list[str]:
-    """The targets of issues 6 and 16, checked on this run's figures."""
-    lines = ["| target | measured | met |", "|---|---:|---|"]
-
-    def check(label: str, value: float | None, ok: Callable[[float], bool], fmt="{:.2f}×"):
-        if value is not None:
-            lines.append(f"| {label} | {fmt.format(value)} | {'yes' if ok(value) else 'no'} |")
-
-    pg_ours = "batchyard → PostgreSQL (server)"
-    for rows, results in all_results.items():
-        n = f"{rows / 1e6:g}M"
-        for key in ("work", "wall"):
-            check(f"{n}, server, {key}: ≥ 1.2× pandas to_sql",
-                  ratio(results, "batchyard (server)", "pandas read_csv + to_sql", key), lambda v: v >= 1.2)
-        check(f"{n}: PostgreSQL ≥ 0.9× raw COPY (work)",
-              ratio(results, pg_ours, "raw COPY → PostgreSQL"), lambda v: v >= 0.9)
-        check(f"{n}: SQLite, whole process ≥ 0.75× the sqlite3 shell's .import",
-              ratio(results, "batchyard (server)", "sqlite3 shell .import", "wall"), lambda v: v >= 0.75)
-        check(f"{n}: 7 % bad rows cost ≤ 1.2× a clean file (work)",
-              ratio(results, "batchyard (server)", "batchyard (server, 7 % bad rows)"), lambda v: v <= 1.2,
-              "{:.2f}×")
-        check(f"{n}: MariaDB ≥ 0.7× raw LOAD DATA LOCAL INFILE (work)",
-              ratio(results, "batchyard → MariaDB (server)", "raw LOAD DATA LOCAL INFILE → MariaDB"),
-              lambda v: v >= 0.7)
-        check(f"{n}: Prefect's share of the work < 10 %", prefect_share(results),
-              lambda v: v < 0.10, "{:.1%}")
-    sizes = sorted(all_results)
-    if len(sizes) > 1:
-        small, large = all_results[sizes[0]], all_results[sizes[-1]]
-        span = f"{sizes[-1] / 1e6:g}M ÷ {sizes[0] / 1e6:g}M"
-        for mode in ("batchyard (server)", pg_ours):
-            if mode in small and mode in large:
-                per_row = (large[mode]["work"] / sizes[-1]) / (small[mode]["work"] / sizes[0])
-                check(f"time per row {span}, {mode}: within 10 %", per_row, lambda v: v <= 1.10)
-        for mode in ("batchyard (server)", "batchyard (server, JSON Lines)", "batchyard (server, Parquet)",
-                     "batchyard (ephemeral)"):
-            if mode in small and mode in large:
-                check(f"peak RSS {span}, {mode}", large[mode]["rss_mib"] / small[mode]["rss_mib"],
-                      lambda v: v <= 1.25)
-    return lines + [""]
-
-
-def with_run(results: Path, text: str) -> str:
-    """RESULTS.md with this run added at the end of its "## Runs" section (before the
-    "## Earlier runs" kept below it), or at the end when there is no such section."""
-    previous = results.read_text() if results.exists() else "# Benchmark results\n\n## Runs\n"
-    head, marker, tail = previous.partition("\n## Earlier runs")
-    return f"{head.rstrip()}\n\n{text}\n{marker}{tail}" if marker else f"{previous.rstrip()}\n\n{text}\n"
 
 
 def describe_checkout(path: Path) -> str:
@@ -512,6 +411,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a checkout of an earlier commit (git "
                         "worktree add DIR REV): its batchyard runs beside this one, interleaved")
     args = parser.parse_args()
+    # A bench stopped with SIGTERM still stops the servers it started (the finally below).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     work = Path(tempfile.mkdtemp(prefix="batchyard-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -522,12 +423,14 @@ def main() -> None:
     server, api = start_server(env)
     all_results: dict[int, dict] = {}
     try:
+        start_local_server(env, work)
         warm_up(work, env, api)
         for rows in args.rows:
             all_results[rows] = bench_size(rows, args, work, env, api, pg, maria)
     finally:
         server.terminate()
         server.wait(30)
+        stop_local_server(env, work)
 
     lines = [f"### Run of {dt.datetime.now():%Y-%m-%d %H:%M}: "
              f"--rows {' '.join(map(str, args.rows))} --chunk-size {args.chunk_size} "
@@ -536,7 +439,9 @@ def main() -> None:
         lines += [f"Baseline: {describe_checkout(args.baseline)}; this run: {describe_checkout(ROOT)}.", ""]
     for rows, results in all_results.items():
         lines += report(rows, results)
-    lines += ["Targets (issues 6 and 16):", ""] + targets(all_results)
+    lines += ["Targets (issues 6, 16 and 18):", ""] + targets(all_results)
+    lines += ["Targets (issue 19: whole-process ratios first; Prefect's cost as ratios to the same "
+              "chunk functions without it):", ""] + targets_19(all_results)
     text = "\n".join(lines)
     print(text)
     args.results.write_text(with_run(args.results, text))

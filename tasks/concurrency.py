@@ -20,21 +20,25 @@ def submit_bounded(task: Task, items: Iterable[T], max_parallel: int, item_name:
     each (item, finished future) in completion order so callers can report progress. Once
     `stop()` is true nothing new is submitted; the runs in flight finish. A started `runner`
     (processes, Dask) takes the runs instead of the flow's own task runner. `started()` is
-    called once the first runs are submitted: what it does (an API call) overlaps their work."""
+    called once the first runs are submitted: what it does (an API call) overlaps their work;
+    likewise a finished run's replacement is submitted before the finished one is yielded."""
     pending = list(items)[::-1]
     inflight: dict[PrefectFuture, T] = {}
-    while pending or inflight:
+
+    def refill() -> None:
         if pending and stop is not None and stop():
             pending.clear()
-            if not inflight:
-                break
         while pending and len(inflight) < max_parallel:
             item = pending.pop()
             parameters = {item_name: item, **kwargs}
             future = runner.submit(task, parameters) if runner else task.submit(**parameters)
             inflight[future] = item
-        if started is not None:
-            started, call = None, started
-            call()
+
+    refill()
+    if started is not None and inflight:
+        started()
+    while inflight:
         finished = next(as_completed(list(inflight)))
-        yield inflight.pop(finished), finished
+        item = inflight.pop(finished)
+        refill()  # before the caller's bookkeeping (an API call): the next run starts now
+        yield item, finished

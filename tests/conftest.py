@@ -24,6 +24,9 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
 os.environ["BATCHYARD_WORK_DIR"] = str(HOME / "work")
 os.environ["BATCHYARD_RETRY_DELAYS"] = "[0.1, 0.2, 0.4]"
+# Commands the tests run use a temporary server unless a test starts the local one itself
+# (tests/batchyard/test_local_server.py): nothing keeps running after the suite.
+os.environ["BATCHYARD_LOCAL_SERVER"] = "off"
 os.environ.pop("PREFECT_API_URL", None)
 
 # Prefect configures its log handlers on import: do it now, with the real stderr, not under a

@@ -1,7 +1,8 @@
 """The `batchyard` command: everything a user does from a terminal.
 
 `app` is the typer application with every command group registered; `main()` is the console
-script. The commands live in one module per group (`batches`, `samples`, `stream`, `etl`);
+script. The commands live in one module per group (`batches`, `samples`, `stream`, `etl`,
+`server`);
 what they share is in `common`. None of them imports this package or another command module.
 """
 
@@ -13,8 +14,8 @@ import sys
 
 import typer
 
-from batchyard import temporary_server
-from batchyard.cli import batches, etl, samples, stream
+from batchyard import local_server, temporary_server
+from batchyard.cli import batches, etl, samples, server, stream
 from batchyard.cli.common import EXIT_ERROR, prefect_environment
 from batchyard.errors import BatchyardError
 
@@ -44,6 +45,7 @@ batches.register(app)
 samples.register(app)
 stream.register(app)
 etl.register(app)
+server.register(app)
 
 
 def main() -> None:
@@ -55,8 +57,9 @@ def main() -> None:
     # registered first, so it runs last, after Prefect's own exit hooks.
     atexit.register(gc.freeze)
     prefect_environment()  # before anything imports Prefect: its settings are read at import
-    temporary_server.start_early()
     try:
+        local_server.use_early(sys.argv)  # a flow command uses the local server (or starts it)
+        temporary_server.start_early()  # else, ephemeral mode: a temporary server
         app()
     except BatchyardError as exc:
         typer.echo(f"error: {exc}", err=True)

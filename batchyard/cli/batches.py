@@ -82,6 +82,10 @@ def import_(
                                  null_values.split(",") if null_values else None)
     except BatchyardError as exc:
         fail(str(exc))
+    if batch_id is None and size != "auto":  # a new batch: read the file while Prefect loads
+        from batchyard.ingest import early_spool
+
+        early_spool.start(job, options, size)
     from flows.batch_import import batch_import
 
     state = run_flow(

@@ -13,7 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from batchyard import temporary_server
+from batchyard import local_server, temporary_server
 from batchyard.errors import BatchyardError
 from batchyard.prefect_runtime import LOCAL_SETTINGS
 
@@ -77,11 +77,26 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+def connect_prefect() -> None:
+    """Before this process talks to Prefect: its environment set, and the server it uses
+    answering (the local server, which this command may have just started, or the early
+    temporary server handed to Prefect).
+
+    Raises:
+        typer.Exit: (EXIT_ERROR, via `fail`) when the local server does not answer."""
+    prefect_environment()
+    try:
+        local_server.hand_over()
+    except BatchyardError as exc:
+        fail(str(exc))
+    temporary_server.hand_to_prefect()
+
+
 def run_flow(flow, **parameters):
     """Run a flow in this process and return its final state.
 
-    Sets the Prefect environment, hands the early temporary server (if one was started) to
-    Prefect and hides the tracebacks of user errors in Prefect's logs first.
+    Connects to Prefect's server first (`connect_prefect`) and hides the tracebacks of user
+    errors in Prefect's logs; the run's UI link is printed on stderr as it starts.
 
     Args:
         flow: a Prefect flow object.
@@ -89,8 +104,7 @@ def run_flow(flow, **parameters):
 
     Returns:
         The flow run's final Prefect state (completed or not: a failed run raises nothing)."""
-    prefect_environment()
-    temporary_server.hand_to_prefect()
+    connect_prefect()
     quiet_user_errors()
     from batchyard.prefect_runtime import run_flow_cleanly
 
@@ -117,8 +131,7 @@ def resolve_db(db: str) -> str:
         typer.Exit: (EXIT_ERROR, via `fail`) when the block cannot be loaded."""
     if not db.startswith("block:"):
         return _password_to_environment(db)
-    prefect_environment()
-    temporary_server.hand_to_prefect()
+    connect_prefect()
     from blocks.database import database_url
 
     try:

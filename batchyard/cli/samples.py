@@ -58,9 +58,14 @@ def demo(
     typer.echo(f"                {me} errors {summary['batch_id']} --db {db}")
     if summary.get("rejects_file"):
         typer.echo(f"  the rejects:  {summary['rejects_file']}")
-    prefect = str(Path(me).with_name("prefect")) if "/" in me else "prefect"
-    typer.echo(f"  the UI:       {prefect} server start, then import with PREFECT_API_URL="
-               "http://127.0.0.1:4200/api and watch the runs at http://127.0.0.1:4200")
+    from prefect.utilities.urls import url_for
+
+    link = url_for("flow-run", obj_id=summary["flow_run_id"]) if summary.get("flow_run_id") else None
+    if link:
+        typer.echo(f"  the run:      {link} (the Prefect UI; {me} server status)")
+    else:
+        typer.echo(f"  the UI:       {me} server start, then run the demo again and open the "
+                   "link it prints")
     if summary["status"] != "completed":
         raise typer.Exit(EXIT_NOT_COMPLETED)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from batchyard.cli.common import fail, prefect_environment, run_flow
+from batchyard.cli.common import connect_prefect, fail, run_flow
 
 stream_app = typer.Typer(no_args_is_help=True, help="Tumbling-window stream jobs (the stream-window flow).")
 
@@ -68,7 +68,7 @@ def stop(
     next one."""
     from batchyard.stream.job import stop_variable
 
-    prefect_environment()
+    connect_prefect()
     from prefect.variables import Variable
 
     from tasks.stream import running_runs

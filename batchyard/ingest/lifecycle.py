@@ -19,7 +19,7 @@ from batchyard.engines import check_connection, safe_url, session
 from batchyard.errors import PROCESSING_ERROR, BatchStateError, ConfigurationError, RunNotCompleted
 from batchyard.faults import pause_point
 from batchyard.identifiers import check_identifier
-from batchyard.ingest import ledger
+from batchyard.ingest import early_spool, ledger
 from batchyard.ingest.job import ImportJob, resolve_job
 from batchyard.ingest.lease import describe_owner, owner_alive, owner_id
 from batchyard.ingest.load import ensure_table
@@ -136,8 +136,11 @@ def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
     sizes = get_settings().auto_chunk_sizes
     with session(job.db) as connection:
         recorded = ledger.planned_chunks(connection, job.batch_id)
-    source_plan = spool_source(job.source, options, plan, spool_dir(job.batch_id),
-                               _replayed(recorded, chunk_sizes(chunk_size, sizes)))
+    source_plan = None if recorded else early_spool.take(job, options, chunk_size)
+    if source_plan is None:
+        early_spool.discard(job.batch_id)
+        source_plan = spool_source(job.source, options, plan, spool_dir(job.batch_id),
+                                   _replayed(recorded, chunk_sizes(chunk_size, sizes)))
     if recorded:
         got = [(c.first_row, c.n_rows) for c in source_plan.chunks]
         want = [(c["first_row"], c["n_rows"]) for c in recorded]
