@@ -169,4 +169,6 @@ def test_steps_naming_columns_a_source_lacks_are_refused_before_anything_is_extr
     assert not any(name.startswith("extract-") for name in task_runs(state))
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     result = CliRunner().invoke(app, ["etl", str(tmp_path / "spec.json")], catch_exceptions=False)
-    assert (result.exit_code, result.stderr) == (1, f"error: {message}\n")
+    link, error_line = result.stderr.splitlines()
+    assert link.startswith("flow run '") and "/runs/flow-run/" in link
+    assert (result.exit_code, error_line) == (1, f"error: {message}")
