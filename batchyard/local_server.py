@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from batchyard import warm
 from batchyard.errors import ConfigurationError
 from batchyard.processes import answers, command_line, free_port, pid_alive, port_is_free
 from batchyard.settings import local_server_settings
@@ -293,5 +294,5 @@ def describe(state: ServerState, paths: Paths) -> dict:
             "port": state.port, "uptime_seconds": round(time.time() - state.started, 1),
             "users": len(live_users(paths)), "idle_timeout_seconds": state.idle_timeout,
             "idle_seconds": round(time.time() - last_used(paths), 1), "log": str(paths.log),
-            "home": str(paths.home)}
+            "home": str(paths.home), "warm_process": warm.listening(paths.home)}
 

@@ -180,6 +180,9 @@ def run_flow_cleanly(flow, parameters: dict):
 # What a `batchyard` command sets before it imports Prefect (`batchyard.cli.common`), for a
 # temporary server on a loaded machine: a generous start-up time, task-run states in batches.
 LOCAL_SETTINGS = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", **RECORDER_IN_BATCHES}
+COMMAND_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **LOCAL_SETTINGS}
+"""What a `batchyard` command sets in its environment unless the user set it (no network here:
+telemetry off)."""
 
 
 def run_locally(flow, **parameters) -> tuple[Any, dict]:

@@ -6,7 +6,9 @@ the Prefect home HOME (whose `prefect.db` is the server's database, the one ephe
 uses too), task-run states recorded in batches, telemetry off and the UI pointed at its own
 API. It stops the server, and ends, when no batchyard command has used it for IDLE_SECONDS,
 on SIGTERM or SIGINT (`batchyard server stop`), or when the server exits by itself; then it
-removes the state file if it is still its own.
+removes the state file if it is still its own. Once the server answers it also starts the warm
+process (batchyard/warm.py) flow commands fork from, unless BATCHYARD_WARM is off, and stops it
+with the server.
 
 It imports nothing from Prefect: it only watches files and a child process.
 """
@@ -49,6 +51,17 @@ def _log(message: str) -> None:
           flush=True)
 
 
+def start_warm(home: Path, port: int) -> subprocess.Popen | None:
+    """The warm process, with this process's environment (the command's that started the
+    server), so that it serves the commands run with the same settings."""
+    if os.environ.get("BATCHYARD_WARM", "on").strip().lower() in ("off", "0", "false", "no"):
+        return None
+    warm = subprocess.Popen([sys.executable, "-m", "batchyard.warm", str(home), f"http://127.0.0.1:{port}/api"],
+                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    _log(f"started the warm process (pid {warm.pid})")
+    return warm
+
+
 def supervise(home: Path, port: int, idle_timeout: float) -> int:
     """Run the server until it is idle, told to stop, or gone; return the exit status."""
     paths = Paths(home)
@@ -63,6 +76,7 @@ def supervise(home: Path, port: int, idle_timeout: float) -> int:
          f"stops after {idle_timeout:g} s unused")
     health = f"http://127.0.0.1:{port}/api/health"
     ready = False
+    warm = None
     started = time.time()
     poll = min(2.0, max(0.1, idle_timeout / 10))
     status = 0
@@ -75,6 +89,8 @@ def supervise(home: Path, port: int, idle_timeout: float) -> int:
             if not ready:  # the idle clock starts once the server answers
                 ready = answers(health, 0.5)
                 started = time.time()
+                if ready:
+                    warm = start_warm(home, port)
                 if not ready and not asked:
                     continue
             users = live_users(paths)
@@ -89,6 +105,8 @@ def supervise(home: Path, port: int, idle_timeout: float) -> int:
                 break
             time.sleep(poll)
     finally:
+        if warm is not None and warm.poll() is None:
+            stop_process(warm, timeout=10)
         if server.poll() is None:
             stop_process(server, timeout=30)
         state = read_state(paths)

@@ -15,7 +15,7 @@ import typer
 
 from batchyard import local_server, temporary_server
 from batchyard.errors import BatchyardError
-from batchyard.prefect_runtime import LOCAL_SETTINGS
+from batchyard.prefect_runtime import COMMAND_DEFAULTS
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -40,7 +40,7 @@ def prefect_environment() -> None:
     No network here and none needed: telemetry off. For the temporary server of ephemeral
     mode: a generous start-up timeout (a loaded machine), and task-run states recorded in
     batches. Settings the user gave are kept."""
-    for name, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **LOCAL_SETTINGS}.items():
+    for name, value in COMMAND_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
 

@@ -81,4 +81,5 @@ def status(as_json: JsonOption = False) -> None:
         return
     typer.echo(f"local Prefect server: running, UI at {found['url']} (pid {found['pid']}, up "
                f"{found['uptime_seconds']:.0f} s, {found['users']} commands using it, unused for "
-               f"{found['idle_seconds']:.0f} s of {found['idle_timeout_seconds']:g} s)")
+               f"{found['idle_seconds']:.0f} s of {found['idle_timeout_seconds']:g} s; warm process "
+               f"{'ready' if found['warm_process'] else 'not running'})")

@@ -1,0 +1,278 @@
+"""The warm process: flow commands forked from a process that has Prefect already imported.
+
+Importing Prefect, pyarrow, SQLAlchemy and the flows takes about 1.5 s of every flow command
+here, longer than the work of a 1M-row import on SQLite. Beside the local server
+(batchyard/local_server.py) its supervisor keeps one process that has done those imports and
+then waits on a Unix socket (`address`). A `batchyard` flow
+command (batchyard/warm_client.py) sends it its arguments, working directory, environment and
+its three standard streams (the file descriptors themselves, SCM_RIGHTS); this process forks a
+child that takes them over and runs the command exactly as `batchyard` would, writing to the
+user's terminal and files directly, and reports the child's exit status back.
+
+Only commands whose Prefect settings this process was started with are served (the
+`signature`): Prefect reads its settings at import, so a command with other `PREFECT_*`
+variables runs the usual way. The same holds for code that changed since this process started
+(`fingerprint`). The parent stays single-threaded (children are forked from it) and imports
+nothing of batchyard's until `preload`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import sysconfig
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+MAX_MESSAGE = 1 << 20
+# Variables that may differ between this process and the commands it serves: the local
+# server's address (set here as use_early sets it) and what only batchyard reads at run time.
+_UNSIGNED = ("PREFECT_API_URL",)
+
+
+def address(home: Path) -> str:
+    """The warm process's socket for one Prefect home: in Linux's abstract namespace (a file's
+    path is limited to 107 bytes, a Prefect home's is not); it goes away with its process."""
+    digest = hashlib.sha256(str(home.expanduser().resolve()).encode()).hexdigest()[:32]
+    return f"\0batchyard-warm-{digest}"
+
+
+def listening(home: Path) -> bool:
+    """Whether a warm process serves this Prefect home now."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(address(home))
+        except OSError:
+            return False
+    return True
+
+
+def signature(environ: Mapping[str, str]) -> list[list[str]]:
+    """The Prefect settings an environment gives, as Prefect reads them at import: every
+    `PREFECT_*` variable but the API URL, with the defaults a `batchyard` command sets."""
+    from batchyard.prefect_runtime import COMMAND_DEFAULTS
+
+    merged = {**COMMAND_DEFAULTS, **environ}
+    return sorted([k, v] for k, v in merged.items() if k.startswith("PREFECT_") and k not in _UNSIGNED)
+
+
+def fingerprint() -> list:
+    """What a served command must share with this process: the interpreter, the installed
+    packages (their directory changes when one is installed or removed) and batchyard's own
+    source files (their newest change)."""
+    root = Path(__file__).resolve().parent.parent
+    newest = 0.0
+    for package in ("batchyard", "flows", "tasks", "blocks"):
+        for path in (root / package).rglob("*.py"):
+            with contextlib.suppress(OSError):
+                newest = max(newest, path.stat().st_mtime)
+    purelib = sysconfig.get_paths()["purelib"]
+    return [sys.executable, os.stat(purelib).st_mtime, newest]
+
+
+def send_message(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:
+    data = json.dumps(message).encode()
+    payload = struct.pack("!I", len(data)) + data
+    if fds:
+        socket.send_fds(sock, [payload], list(fds))
+    else:
+        sock.sendall(payload)
+
+
+def receive_message(sock: socket.socket, fds: int = 0) -> tuple[dict | None, list[int]]:
+    """One length-prefixed JSON message and up to `fds` file descriptors; (None, []) at EOF."""
+    head, received, _, _ = socket.recv_fds(sock, 4, fds) if fds else (sock.recv(4), [], 0, None)
+    if len(head) < 4:
+        for fd in received:
+            os.close(fd)
+        return None, []
+    size = struct.unpack("!I", head)[0]
+    if size > MAX_MESSAGE:
+        raise ValueError(f"message of {size} bytes")
+    data = b""
+    while len(data) < size:
+        part = sock.recv(size - len(data))
+        if not part:
+            return None, received
+        data += part
+    return json.loads(data), received
+
+
+def preload(api_url: str) -> None:
+    """Do the imports every flow command does, with the environment it would have."""
+    from batchyard.cli.common import prefect_environment
+
+    prefect_environment()
+    os.environ["PREFECT_API_URL"] = api_url
+    import batchyard.cli  # noqa: F401  the commands, typer
+    import batchyard.engines  # noqa: F401  every engine and its driver
+    import flows.batch_import  # noqa: F401  Prefect itself
+    import flows.etl_pipeline  # noqa: F401
+    import flows.retry_failed  # noqa: F401
+    import flows.stream_window  # noqa: F401
+
+
+class Server:
+    """The parent: accepts commands, forks a child for each, reports how each ended."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.signature = signature(os.environ)
+        self.fingerprint = fingerprint()
+        self.selector = selectors.DefaultSelector()
+        self.children: dict[int, socket.socket] = {}
+        self.stopping = False
+
+    def listen(self) -> socket.socket:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.address)
+        listener.listen(64)
+        return listener
+
+    def serve(self, listener: socket.socket) -> int | None:
+        """Run until told to stop (None) or, in a forked child, return the command's status."""
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        while not self.stopping:
+            for key, _ in self.selector.select(timeout=0.05):
+                if key.data == "accept":
+                    with contextlib.suppress(OSError):
+                        connection, _ = listener.accept()
+                        status = self.take(connection, listener)
+                        if status is not None:
+                            return status
+                else:  # a client went away before its command ended: it was killed
+                    self.client_gone(key.fileobj, key.data)
+            self.reap()
+        return None
+
+    def take(self, connection: socket.socket, listener: socket.socket) -> int | None:
+        connection.settimeout(5)
+        try:
+            request, fds = receive_message(connection, fds=3)
+        except (OSError, ValueError):
+            connection.close()
+            return None
+        refusal = self.refusal(connection, request, fds)
+        if refusal:
+            with contextlib.suppress(OSError):
+                send_message(connection, {"refused": refusal})
+            connection.close()
+            for fd in fds:
+                os.close(fd)
+            return None
+        sys.stdout.flush(), sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self.selector.close()
+            listener.close()
+            for child_connection in self.children.values():
+                child_connection.close()
+            connection.close()
+            return become_command(request, fds)
+        for fd in fds:
+            os.close(fd)
+        connection.settimeout(None)
+        with contextlib.suppress(OSError):
+            send_message(connection, {"pid": pid})
+        self.children[pid] = connection
+        self.selector.register(connection, selectors.EVENT_READ, pid)
+        return None
+
+    def refusal(self, connection: socket.socket, request: dict | None, fds: list[int]) -> str | None:
+        if request is None or len(fds) != 3:
+            return "incomplete request"
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        if struct.unpack("3i", credentials)[1] != os.getuid():
+            return "another user's command"
+        if request.get("fingerprint") != self.fingerprint:
+            return "the code or the installed packages changed since the warm process started"
+        if signature(request.get("env", {})) != self.signature:
+            return "its Prefect settings differ from the warm process's"
+        return None
+
+    def client_gone(self, connection, pid: int) -> None:
+        """The command's own process ended (killed: it waits for the exit status otherwise);
+        end the child as abruptly, as it would have ended with it."""
+        with contextlib.suppress(OSError):
+            if connection.recv(1, socket.MSG_PEEK):
+                return
+        self.selector.unregister(connection)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            connection = self.children.pop(pid, None)
+            if connection is None:
+                continue
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(connection)
+            with contextlib.suppress(OSError):
+                send_message(connection, {"status": status, "maxrss_kib": usage.ru_maxrss,
+                                          "user_seconds": usage.ru_utime, "system_seconds": usage.ru_stime})
+            connection.close()
+
+
+def become_command(request: dict, fds: list[int]) -> int:
+    """In the forked child: take over the command's streams, place and environment, run it."""
+    for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = list(request["argv"])
+    sys.path[:] = request["path"]
+    from batchyard.cli import main
+
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(home: Path, api_url: str) -> int:
+    """The warm process's life: preload, listen, serve until SIGTERM or the parent's death."""
+    server = Server(address(home))
+    # Stop between commands; a child resets these before it runs its command.
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, lambda signum, frame: setattr(server, "stopping", True))
+    started = time.monotonic()
+    preload(api_url)
+    import gc
+
+    gc.freeze()  # the preloaded objects stay out of the collector's way in every child
+    listener = server.listen()
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} batchyard warm process {os.getpid()}: ready after "
+          f"{time.monotonic() - started:.1f} s", flush=True)
+    status = server.serve(listener)
+    return 0 if status is None else status  # the forked child returns its command's
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1]), sys.argv[2]))

@@ -1,0 +1,143 @@
+"""The warm process (batchyard/warm.py): flow commands forked from a process with Prefect
+imported behave as commands run the usual way: the caller's working directory, environment,
+streams and exit status; killed with the caller; refused, and then run the usual way, when
+their Prefect settings or the code differ. A real local server and warm process per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from batchyard import local_server, warm
+from batchyard.demo import write_users
+from batchyard.processes import pid_alive
+from tests.helpers import batchyard_command, cli_env, free_port, rows
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A local server with its warm process ready; the environment of commands it serves."""
+    env = cli_env(tmp_path, BATCHYARD_LOCAL_SERVER="start", BATCHYARD_SERVER_PORT=str(free_port()))
+    home = Path(env["PREFECT_HOME"])
+    subprocess.run([batchyard_command(), "server", "start"], env=env, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=180)
+    deadline = time.monotonic() + 120
+    while not warm.listening(home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert warm.listening(home), (home / "batchyard-server" / "server.log").read_text()
+    yield env
+    local_server.stop(local_server.Paths(home), timeout=30)
+
+
+def _run(env: dict, cwd: Path, *args: str, **extra: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """The command's result, and what the warm process reported of it (None: it ran here)."""
+    report = cwd / f"warm-{time.monotonic_ns()}.json"
+    done = subprocess.run([batchyard_command(), *args], capture_output=True, text=True, cwd=cwd,
+                          env={**env, "BATCHYARD_WARM_REPORT": str(report), **extra}, timeout=300)
+    return done, json.loads(report.read_text()) if report.exists() else None
+
+
+def _summary(done: subprocess.CompletedProcess) -> dict:
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_flow_command_runs_warm_with_the_callers_directory_environment_and_streams(tmp_path, served):
+    write_users(tmp_path / "users.csv", 250, bad=False)
+    (tmp_path / "sub").mkdir()
+    done, report = _run(served, tmp_path, "import", "users.csv", "--db", "sqlite:///sub/warm.db",
+                        "--chunk-size", "100", "--json", BATCHYARD_WORK_DIR=str(tmp_path / "spool-here"))
+    assert done.returncode == 0, done.stderr
+    assert report is not None and report["status"] == 0 and report["maxrss_kib"] > 50_000
+    summary = _summary(done)
+    assert (summary["total"], summary["success"], summary["failed"], summary["run_state"]) == (
+        250, 250, 0, "COMPLETED")
+    assert summary["source"] == str(tmp_path / "users.csv")
+    assert rows(f"sqlite:///{tmp_path / 'sub' / 'warm.db'}", "SELECT count(*) FROM users") == [(250,)]
+    assert (tmp_path / "spool-here").is_dir()  # the caller's BATCHYARD_WORK_DIR, not the warm process's
+    assert "/runs/flow-run/" in done.stderr.splitlines()[0]
+
+    cold, report = _run(served, tmp_path, "import", "users.csv", "--db", "sqlite:///sub/cold.db",
+                        "--chunk-size", "100", "--json", BATCHYARD_WARM="off")
+    assert report is None and cold.returncode == 0
+    assert {k: _summary(cold)[k] for k in ("total", "success", "failed", "ignored", "status")} == {
+        k: summary[k] for k in ("total", "success", "failed", "ignored", "status")}
+
+
+def test_two_commands_at_once_each_get_their_own_child(tmp_path, served):
+    for i in range(2):
+        write_users(tmp_path / f"u{i}.csv", 120 + i, bad=False)
+    commands = [subprocess.Popen(
+        [batchyard_command(), "import", f"u{i}.csv", "--db", f"sqlite:///t{i}.db", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**served, "BATCHYARD_WARM_REPORT": str(tmp_path / f"r{i}.json")}) for i in range(2)]
+    outputs = [command.communicate(timeout=300) for command in commands]
+    assert [command.returncode for command in commands] == [0, 0], outputs
+    assert [json.loads(out.strip().splitlines()[-1])["success"] for out, _ in outputs] == [120, 121]
+    assert all((tmp_path / f"r{i}.json").exists() for i in range(2))
+
+
+def test_an_error_is_the_same_one_line_and_exit_status_as_run_the_usual_way(tmp_path, served):
+    done, report = _run(served, tmp_path, "import", "missing.csv", "--db", "sqlite:///t.db")
+    cold, cold_report = _run(served, tmp_path, "import", "missing.csv", "--db", "sqlite:///t.db",
+                             BATCHYARD_WARM="off")
+    assert report is not None and cold_report is None
+    assert done.returncode == cold.returncode == 1
+    assert done.stderr.splitlines()[-1] == cold.stderr.splitlines()[-1]
+    assert done.stderr.splitlines()[-1].startswith("error: ") and "missing.csv" in done.stderr
+
+
+def test_other_prefect_settings_run_the_usual_way_and_say_why(tmp_path, served):
+    write_users(tmp_path / "users.csv", 30, bad=False)
+    done, report = _run(served, tmp_path, "import", "users.csv", "--db", "sqlite:///t.db", "--json",
+                        PREFECT_LOGGING_LEVEL="WARNING", BATCHYARD_WARM_DEBUG="1")
+    assert report is None and done.returncode == 0
+    assert "not run in the warm process: its Prefect settings differ" in done.stderr
+    assert _summary(done)["success"] == 30
+    assert "Beginning flow run" not in done.stderr  # the caller's logging level held
+
+
+def test_killing_the_command_kills_the_child_doing_its_work(tmp_path, served):
+    write_users(tmp_path / "users.csv", 300, bad=False)
+    marker = tmp_path / "paused"
+    command = subprocess.Popen(
+        [batchyard_command(), "import", "users.csv", "--db", "sqlite:///t.db", "--chunk-size", "100"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+        env={**served, "BATCHYARD_PAUSE_AT": "chunk-committed:1", "BATCHYARD_PAUSE_FILE": str(marker)})
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(marker.read_text().split()[1])
+    assert child != command.pid and pid_alive(child)
+    command.send_signal(signal.SIGKILL)
+    command.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while pid_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(child)
+    resumed, _ = _run(served, tmp_path, "import", "users.csv", "--db", "sqlite:///t.db", "--json")
+    assert resumed.returncode == 0 and _summary(resumed)["success"] == 300
+    assert rows(f"sqlite:///{tmp_path / 't.db'}", "SELECT count(*) FROM users") == [(300,)]
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"fingerprint": ["another python", 0, 0]}, "the code or the installed packages changed"),
+    ({"env": {"PREFECT_LOGGING_LEVEL": "ERROR"}}, "its Prefect settings differ"),
+])
+def test_a_request_from_other_code_or_settings_is_refused(tmp_path, change, reason):
+    server = warm.Server(warm.address(tmp_path))
+    request = {"env": dict(os.environ), "fingerprint": warm.fingerprint(), **change}
+    ours, theirs = socket.socketpair(socket.AF_UNIX)
+    with ours, theirs:
+        assert server.refusal(ours, {**request, "fingerprint": warm.fingerprint(), "env": dict(os.environ)},
+                              [0, 1, 2]) is None
+        assert reason in server.refusal(ours, request, [0, 1, 2])
+        assert server.refusal(ours, request, [0, 1]) == "incomplete request"
