@@ -62,6 +62,10 @@ def report(rows: int, results: dict) -> list[str]:
         lines.append("Inputs: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in INPUT_MIB[rows].items())
                      + " (the spool's peak is the largest its directory got during a run; chunk files "
                        "are deleted as their chunks commit).")
+    warm = [f"{name} {r['warm_runs']} of {r['runs']}" for name, r in results.items() if r.get("warm_runs")]
+    if warm:
+        lines.append("Runs forked from the local server's warm process (batchyard/warm.py): "
+                     + ", ".join(warm) + "; the others imported Prefect themselves.")
     lines += ratio_lines(results)
     for name in ("batchyard (server)", "batchyard without Prefect"):
         if f"{name}, baseline" in results:
