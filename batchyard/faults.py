@@ -19,12 +19,16 @@ _hits: Counter = Counter()
 _lock = threading.Lock()
 
 
-def pause_point(name: str) -> None:
+def pause_point(name: str, which: object = None) -> None:
+    """`NAME:N` pauses at the N-th time any run reaches NAME; `NAME[W]:N` only counts the times
+    it is reached for `which` (a chunk's index), so a test can hold back one chunk."""
     wanted, marker = pause_settings()
     if not wanted:
         return
     point, _, count = wanted.partition(":")
-    if point != name:
+    if point == f"{name}[{which}]":
+        name = point
+    elif point != name:
         return
     with _lock:
         _hits[name] += 1

@@ -153,7 +153,7 @@ class MariadbSession(SqlAlchemySession):
         return backtick(stage)
 
     def merge_from(self, table: str, source: str, names: list[str], key: tuple[str, ...],
-                   batch_column: str) -> int:
+                   batch_column: str, row_column: str | None = None) -> int:
         """`INSERT ... ON DUPLICATE KEY UPDATE`; each column keeps its value when the row holds
         the same batch (`<=>`, null-safe), and the batch column is assigned last, since MySQL
         assigns left to right. SQLAlchemy connects with FOUND_ROWS, so the affected rows are 1
@@ -161,8 +161,13 @@ class MariadbSession(SqlAlchemySession):
         variable as the statement meets them), that is the rows written."""
         target, batch = backtick(table), backtick(batch_column)
         same = f"{target}.{batch} <=> VALUES({batch})"
+        if row_column:  # the row number is assigned after the values that compare it
+            row = backtick(row_column)
+            same = f"({same} AND {target}.{row} <= VALUES({row}))"
+        ordered = sorted((n for n in names if n not in key and n != batch_column),
+                         key=lambda n: n == row_column)
         updates = [f"{target}.{backtick(n)} = IF({same}, {target}.{backtick(n)}, VALUES({backtick(n)}))"
-                   for n in names if n not in key and n != batch_column]
+                   for n in ordered]
         updates.append(f"{target}.{batch} = IF((@batchyard_existing := @batchyard_existing + 1) > 0, "
                        f"VALUES({batch}), {target}.{batch})")
         columns = ", ".join(backtick(n) for n in names)

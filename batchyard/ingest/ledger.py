@@ -198,6 +198,38 @@ def claim_chunk(connection, batch_id: str, chunk_index: int) -> bool:
     return result.rowcount == 1
 
 
+def lock_batch(connection, batch_id: str) -> None:
+    """Take the batch row's lock for this transaction, first thing in a chunk's transaction:
+    the chunks of one batch write one at a time (SQLite's writers queue anyway), so a chunk that
+    takes over a key from a later record sees every record of the batch that wrote it."""
+    connection.execute(sa.select(batches.c.batch_id).where(batches.c.batch_id == batch_id)
+                       .with_for_update())
+
+
+def displace_records(connection, batch_id: str, displaced: list[RecordEntry]) -> None:
+    """Later records of the batch whose key an earlier record took over (the first record in
+    file order wins): each becomes an ignored duplicate of its chunk, and its chunk's and the
+    batch's counts move from success to ignored, in the loading chunk's transaction."""
+    if not displaced:
+        return
+    import bisect
+
+    planned = planned_chunks(connection, batch_id)
+    starts = [c["first_row"] for c in planned]
+    by_chunk: dict[int, list[RecordEntry]] = {}
+    for entry in displaced:
+        chunk = planned[bisect.bisect_right(starts, entry.row_number) - 1]
+        by_chunk.setdefault(chunk["chunk_index"], []).append(entry)
+    at = now()
+    for index, entries in sorted(by_chunk.items()):
+        connection.ingest_into(records.name, _records_table(batch_id, index, at, entries))
+        connection.execute(
+            chunks.update().where(chunks.c.batch_id == batch_id, chunks.c.chunk_index == index)
+            .values(success=chunks.c.success - len(entries), ignored=chunks.c.ignored + len(entries)))
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id).values(
+        success=batches.c.success - len(displaced), ignored=batches.c.ignored + len(displaced)))
+
+
 def commit_chunk(connection, batch_id: str, chunk_index: int, success: int,
                  entries: list[RecordEntry]) -> None:
     """Record a loaded chunk: its failed/ignored records, its counts, the batch's counters."""

@@ -96,6 +96,8 @@ class LoadResult:
     written: int
     duplicates: list[tuple[int, int, dict]]  # (row_number, first_row, key values)
     refused: list[tuple[int, str]] = field(default_factory=list)  # (row_number, the database's reason)
+    displaced: list[tuple[int, int, dict]] = field(default_factory=list)
+    """Later records of the batch this load replaced: (their row_number, the new first row, key)."""
 
 
 def stage_name(table: str) -> str:
@@ -122,7 +124,7 @@ def _append_directly(session: Session, table: str, data: pa.Table) -> bool:
 
 
 def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
-              ) -> LoadResult:
+              first_wins: bool = False) -> LoadResult:
     """Upsert `data` by key inside the session's transaction (the ledger commits with it).
 
     New keys are appended in bulk straight into the table. On a conflict the rows go to a
@@ -130,14 +132,18 @@ def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...]
     another record of this batch already wrote is left alone and reported as a duplicate, so
     re-running a chunk never double-writes. Records whose values the database itself refuses
     (`RecordsRefused`, MariaDB's strict mode) are left out and reported with its reason, and the
-    others loaded. Returns the rows written, the duplicates and the refused records."""
+    others loaded. With `first_wins` (an import's chunks), a key another record of this batch
+    wrote from a later row is taken over by this earlier one, and that later record is reported
+    as displaced: the first record in file order wins whatever order chunks commit in (the
+    caller holds the batch's lock, so no other chunk of it writes meanwhile). Returns the rows
+    written, the duplicates, the refused and the displaced records."""
     if data.num_rows == 0:
         return LoadResult(0, [])
     data = data.append_column(BATCH, pa.array([batch_id] * data.num_rows, pa.string()))
     refused: list[tuple[int, str]] = []
     while True:
         try:
-            result = _merge(session, table, data, key, batch_id)
+            result = _merge(session, table, data, key, batch_id, first_wins)
         except RecordsRefused as exc:
             rows = data[ROW].to_pylist()
             refused += [(rows[i], reason) for i, reason in sorted(exc.refused.items())]
@@ -151,15 +157,27 @@ def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...]
 
 
 def _merge(session: Session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
-           ) -> LoadResult:
+           first_wins: bool) -> LoadResult:
     if _append_directly(session, table, data):
         return LoadResult(data.num_rows, [])
     source = session.stage(stage_name(table), table, data)
-    written = session.merge_from(table, source, data.column_names, key, BATCH)
+    quote = session.quote
+    join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
+    displaced = []
+    if first_wins:
+        found = session.sql(
+            f"SELECT {', '.join('s.' + quote(k) for k in key)}, t.{quote(ROW)}, s.{quote(ROW)} "
+            f"FROM {source} s JOIN {quote(table)} t ON {join} "
+            f"WHERE t.{quote(BATCH)} = {session.placeholder} "
+            f"AND t.{quote(ROW)} > s.{quote(ROW)} ORDER BY t.{quote(ROW)}",
+            (batch_id,),
+        )
+        displaced = [(r[len(key)], r[len(key) + 1], dict(zip(key, r[:len(key)], strict=True)))
+                     for r in found]
+    written = session.merge_from(table, source, data.column_names, key, BATCH,
+                                 ROW if first_wins else None)
     duplicates = []
     if written < data.num_rows:
-        quote = session.quote
-        join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
         found = session.sql(
             f"SELECT {', '.join('s.' + quote(k) for k in key)}, s.{quote(ROW)}, t.{quote(ROW)} "
             f"FROM {source} s JOIN {quote(table)} t ON {join} "
@@ -169,4 +187,4 @@ def _merge(session: Session, table: str, data: pa.Table, key: tuple[str, ...], b
         )
         duplicates = [(r[len(key)], r[len(key) + 1], dict(zip(key, r[:len(key)], strict=True)))
                       for r in found]
-    return LoadResult(written, duplicates)
+    return LoadResult(written, duplicates, displaced=displaced)
