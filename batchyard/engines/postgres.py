@@ -9,11 +9,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from batchyard.engines import pgcopy, register
 from batchyard.engines.base import OnConflictSql, PooledEngine, SqlAlchemySession, add_column_sql
 from batchyard.identifiers import quote
 from batchyard.settings import get_settings
+
+DDL_LOCK = 0x62617463687961  # "batchya": the advisory lock key every batchyard DDL takes
 
 
 def copy_csv(cursor, table: str, data: pa.Table) -> None:
@@ -87,12 +90,26 @@ class PostgresSession(OnConflictSql, SqlAlchemySession):
 
         return isinstance(exc, psycopg.errors.UniqueViolation)
 
+    def lock_ddl(self) -> None:
+        """Hold the database's DDL lock until this transaction ends. PostgreSQL's `CREATE TABLE`
+        (`IF NOT EXISTS` too) checks, then creates: two sessions creating one table at once
+        collide on `pg_type` (a UniqueViolation). Taken, a creator that lost the race waits,
+        then checks again and finds the winner's table. Taken again in one transaction, it
+        costs a lookup."""
+        self.sql("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+
     def create(self, metadata: sa.MetaData) -> None:
-        metadata.create_all(self.connection, checkfirst=True)
+        self.lock_ddl()
+        for table in metadata.sorted_tables:
+            self.connection.execute(CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                self.connection.execute(CreateIndex(index, if_not_exists=True))
 
     def add_column(self, table: str, column: sa.Column) -> None:
+        self.lock_ddl()
         self._types.pop(table, None)
-        self.sql(add_column_sql(table, column, self.connection.dialect))
+        self.sql(add_column_sql(table, column, self.connection.dialect).replace(
+            "ADD COLUMN", "ADD COLUMN IF NOT EXISTS", 1))
 
 
 def session_options(url: sa.URL, lock_timeout: float, statement_timeout: float) -> str:

@@ -70,12 +70,13 @@ def target_table(plan: SchemaPlan, name: str) -> sa.Table:
 
 
 def ensure_table(session: Session, plan: SchemaPlan, name: str) -> sa.Table:
-    """Create the target table if missing; refuse one that lacks a column the load writes."""
+    """Create the target table if missing; refuse one that lacks a column the load writes.
+    A run that loses the race to create it (runs starting together) checks the winner's."""
     table = target_table(plan, name)
     existing = session.describe(name)
     if existing is None:
         session.create(table.metadata)
-        return table
+        existing = session.describe(name)
     columns, keys = existing
     missing = [c.name for c in table.columns if c.name not in columns]
     if missing:
