@@ -53,7 +53,8 @@ def write(tmp_path: Path, name: str, content: bytes | str) -> Path:
          "record 2 (line 3 if no field spans lines), column 3 (name): not valid utf-8; "
          "if the file is Latin-1"),
         ("not-parquet.parquet", HEADER + "\n", {}, "not a parquet file"),
-        ("really-parquet.csv", b"PAR1\x00\x00", {}, "declared csv but the file is parquet"),
+        ("really-parquet.csv", b"PAR1\x00\x00", {},
+         "not a text file: binary content at byte 0; expected CSV (it is a Parquet file)"),
         ("zip.xlsx", "id\n1\n", {}, "not a xlsx file"),
     ],
 )
