@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from batchyard.chunks import ROW, ChunkRef, rebatch, write_ipc
+from batchyard.diskspace import no_space, no_space_error
 from batchyard.errors import SourceError
 from batchyard.faults import pause_point
 from batchyard.readers import Reader, SourceOptions, open_reader
@@ -112,8 +113,14 @@ def iter_spool(path: str | Path, options: SourceOptions, plan: SchemaPlan, direc
     try:
         yield from _spool(source.reader.records(source.mapping, source.header), plan.field_names,
                           directory, chunk_sizes, result)
-    except (SourceError, OSError, pa.ArrowException):
+    except (SourceError, OSError, pa.ArrowException) as exc:
         _check_unchanged(path, before)
+        if no_space(exc):
+            shutil.rmtree(directory, ignore_errors=True)  # give the room back at once
+            raise no_space_error(
+                f"spooling {path} into {directory}", directory,
+                int(Path(path).stat().st_size * 1.2),
+                "free some space or set BATCHYARD_WORK_DIR, then resume the batch") from None
         raise
     _check_unchanged(path, before)
 
