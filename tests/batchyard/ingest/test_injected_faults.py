@@ -13,7 +13,7 @@ reason, every later record of a key is ignored naming the winner, none twice, an
 add up in the batch and its chunks.
 
 The default run takes 150 rounds on SQLite and 50 on PostgreSQL (under a minute); the slow
-variant 600 and 200.
+variant 300 and 100.
 """
 
 from __future__ import annotations
@@ -195,4 +195,4 @@ def test_random_faults_lose_and_duplicate_nothing(tmp_path, fault_db):
 
 @pytest.mark.slow
 def test_random_faults_many_more_rounds(tmp_path, fault_db):
-    run_rounds(tmp_path, fault_db, 600 if fault_db.startswith("sqlite") else 200, seed=1015)
+    run_rounds(tmp_path, fault_db, 300 if fault_db.startswith("sqlite") else 100, seed=1015)
