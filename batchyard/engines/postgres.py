@@ -9,7 +9,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 from batchyard.engines import pgcopy, register
 from batchyard.engines.base import OnConflictSql, PooledEngine, SqlAlchemySession, add_column_sql
@@ -99,11 +98,11 @@ class PostgresSession(OnConflictSql, SqlAlchemySession):
         self.sql("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
 
     def create(self, metadata: sa.MetaData) -> None:
+        """Create the tables (with their indexes) that are not there, under the DDL lock. Not
+        `CREATE INDEX IF NOT EXISTS` on an existing table: PostgreSQL asks for the table's
+        ownership before it looks, which a role that only writes the table lacks."""
         self.lock_ddl()
-        for table in metadata.sorted_tables:
-            self.connection.execute(CreateTable(table, if_not_exists=True))
-            for index in table.indexes:
-                self.connection.execute(CreateIndex(index, if_not_exists=True))
+        metadata.create_all(self.connection, checkfirst=True)
 
     def add_column(self, table: str, column: sa.Column) -> None:
         self.lock_ddl()
