@@ -64,11 +64,10 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     entries = prepared.entries
     pause_point("chunk-prepared", ref.index)
     with session(job.db, write=True) as connection:
-        ledger.lock_batch(connection, job.batch_id)
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
             return ChunkResult(ref.index, ref.n_rows, skipped=True)
         loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id,
-                           first_wins=True)
+                           first_wins=functools.partial(ledger.lock_batch, connection, job.batch_id))
         entries += load_entries(prepared.output, loaded)
         success = prepared.output.num_rows - len(loaded.duplicates) - len(loaded.refused)
         ledger.displace_records(connection, job.batch_id, [

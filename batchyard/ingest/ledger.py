@@ -200,10 +200,22 @@ def claim_chunk(connection, batch_id: str, chunk_index: int) -> bool:
     return result.rowcount == 1
 
 
-def lock_batch(connection, batch_id: str) -> None:
-    """Take the batch row's lock for this transaction, first thing in a chunk's transaction:
-    the chunks of one batch write one at a time (SQLite's writers queue anyway), so a chunk that
-    takes over a key from a later record sees every record of the batch that wrote it."""
+BATCH_LOCKS = 0x6279  # "by": the first key of every batch's advisory lock on PostgreSQL
+
+
+def lock_batch(connection, batch_id: str, shared: bool = False) -> None:
+    """Hold the batch's write lock until this transaction ends, so that a chunk taking over a
+    key from a later record of its batch sees every record of the batch that wrote one.
+
+    On PostgreSQL an advisory lock: chunks that only append new keys share it, and a chunk
+    that upserts over existing keys takes it alone, waiting for the appends in flight to
+    commit (taken in a savepoint that is rolled back, the shared lock is released, so no chunk
+    waits to upgrade it). Elsewhere the batch row's lock, held alone (SQLite's writers queue
+    anyway)."""
+    if connection.dialect_name == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        connection.sql(f"SELECT {function}(%s, hashtext(%s))", (BATCH_LOCKS, batch_id))
+        return
     connection.execute(sa.select(batches.c.batch_id).where(batches.c.batch_id == batch_id)
                        .with_for_update())
 

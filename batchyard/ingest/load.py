@@ -8,6 +8,7 @@ of the same batch is not overwritten, and that record is reported as an ignored 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -105,12 +106,15 @@ def stage_name(table: str) -> str:
     return check_identifier(f"_batchyard_stage_{table}"[:63], "staging table")
 
 
-def _append_directly(session: Session, table: str, data: pa.Table) -> bool:
+def _append_directly(session: Session, table: str, data: pa.Table, lock: BatchLock | None) -> bool:
     """The fast path for new keys: append straight into the table. Any conflict (a key from an
     earlier batch, or from another chunk of this one) undoes it and the upsert path takes over;
-    so do refused records, which the caller leaves out before it tries again."""
+    so do refused records, which the caller leaves out before it tries again. The batch's lock
+    (shared) is taken inside the savepoint, so that undoing the append releases it."""
     session.sql("SAVEPOINT batchyard_append")
     try:
+        if lock is not None:
+            lock(True)
         session.ingest_into(table, data)
     except Exception as exc:
         conflict = session.is_conflict(exc)
@@ -124,8 +128,13 @@ def _append_directly(session: Session, table: str, data: pa.Table) -> bool:
     return True
 
 
+BatchLock = Callable[[bool], None]
+"""Takes the batch's write lock for the transaction: shared (True) to append new keys, alone
+(False) to upsert over existing ones (`ingest.ledger.lock_batch`)."""
+
+
 def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
-              first_wins: bool = False) -> LoadResult:
+              first_wins: BatchLock | None = None) -> LoadResult:
     """Upsert `data` by key inside the session's transaction (the ledger commits with it).
 
     New keys are appended in bulk straight into the table. On a conflict the rows go to a
@@ -133,11 +142,12 @@ def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...]
     another record of this batch already wrote is left alone and reported as a duplicate, so
     re-running a chunk never double-writes. Records whose values the database itself refuses
     (`RecordsRefused`, MariaDB's strict mode) are left out and reported with its reason, and the
-    others loaded. With `first_wins` (an import's chunks), a key another record of this batch
-    wrote from a later row is taken over by this earlier one, and that later record is reported
-    as displaced: the first record in file order wins whatever order chunks commit in (the
-    caller holds the batch's lock, so no other chunk of it writes meanwhile). Returns the rows
-    written, the duplicates, the refused and the displaced records."""
+    others loaded. With `first_wins` (an import's chunks: the batch's lock), a key another
+    record of this batch wrote from a later row is taken over by this earlier one, and that
+    later record is reported as displaced: the first record in file order wins whatever order
+    chunks commit in (the upsert holds the batch's lock alone, so it sees every record of the
+    batch that was written). Returns the rows written, the duplicates, the refused and the
+    displaced records."""
     if data.num_rows == 0:
         return LoadResult(0, [])
     data = data.append_column(BATCH, pa.array([batch_id] * data.num_rows, pa.string()))
@@ -158,14 +168,16 @@ def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...]
 
 
 def _merge(session: Session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
-           first_wins: bool) -> LoadResult:
-    if _append_directly(session, table, data):
+           first_wins: BatchLock | None) -> LoadResult:
+    if _append_directly(session, table, data, first_wins):
         return LoadResult(data.num_rows, [])
+    if first_wins is not None:
+        first_wins(False)
     source = session.stage(stage_name(table), table, data)
     quote = session.quote
     join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
     displaced = []
-    if first_wins:
+    if first_wins is not None:
         found = session.sql(
             f"SELECT {', '.join('s.' + quote(k) for k in key)}, t.{quote(ROW)}, s.{quote(ROW)} "
             f"FROM {source} s JOIN {quote(table)} t ON {join} "
@@ -176,7 +188,7 @@ def _merge(session: Session, table: str, data: pa.Table, key: tuple[str, ...], b
         displaced = [(r[len(key)], r[len(key) + 1], dict(zip(key, r[:len(key)], strict=True)))
                      for r in found]
     written = session.merge_from(table, source, data.column_names, key, BATCH,
-                                 ROW if first_wins else None)
+                                 ROW if first_wins is not None else None)
     duplicates = []
     if written < data.num_rows:
         found = session.sql(

@@ -105,9 +105,10 @@ def _as_stored(db: str, record: tuple) -> tuple:
 
 def test_a_deadlock_with_another_session_is_retried_not_shown(tmp_path, shared_postgres,
                                                               monkeypatch):
-    """A real deadlock: another session locks key 1 of the table, the chunk then waits for it
-    while holding its batch's row, and the other session asks for that row. PostgreSQL aborts
-    the chunk's transaction (deadlock detected); its task retries and the batch completes."""
+    """A real deadlock: another session locks key 1 of the table; the chunk, upserting the
+    keys in file order, locks the key before it and waits for key 1; the other session then
+    asks for that key. PostgreSQL aborts the chunk's transaction (deadlock detected, it waited
+    longest); its task retries and the batch completes."""
     import sqlalchemy as sa
 
     from batchyard.engines import normalise_url
@@ -117,6 +118,9 @@ def test_a_deadlock_with_another_session_is_retried_not_shown(tmp_path, shared_p
     summary, state = run_to_end(batch_import, str(first), db=shared_postgres, chunk_size=ROWS,
                                 batch_id="before")
     assert state.is_completed()
+    with first.open() as handle:
+        order = [int(r["id"]) for r in csv.DictReader(handle)]
+    before_one = order[order.index(1) - 1]  # upserted (and locked) by the chunk before key 1
     marker = tmp_path / "held"
     monkeypatch.setenv("BATCHYARD_PAUSE_AT", "chunk-prepared:1")
     monkeypatch.setenv("BATCHYARD_PAUSE_FILE", str(marker))
@@ -132,9 +136,8 @@ def test_a_deadlock_with_another_session_is_retried_not_shown(tmp_path, shared_p
     with other.connect() as connection:
         connection.exec_driver_sql("SELECT id FROM users WHERE id = 1 FOR UPDATE")
         marker.unlink()
-        time.sleep(0.5)  # the chunk now holds its batch's row and waits for key 1
-        connection.exec_driver_sql("UPDATE batchyard_batches SET stop_requested = false "
-                                   "WHERE batch_id = 'deadlocked'")
+        time.sleep(0.5)  # the chunk now holds key `before_one` and waits for key 1
+        connection.exec_driver_sql(f"SELECT id FROM users WHERE id = {before_one} FOR UPDATE")
         connection.commit()
     other.dispose()
     worker.join(120)
