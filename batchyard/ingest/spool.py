@@ -91,12 +91,12 @@ def inspect_source(path: str | Path, options: SourceOptions, plan: SchemaPlan) -
     header = reader.header()
     if not header:
         raise SourceError(f"{reader.path}: no header and no records")
+    if not reader.header_names_columns:  # records name their fields: extra keys are ignored
+        return InspectedSource(reader, header, {spec.name: spec.name for spec in plan.columns}, [])
     for position, name in enumerate(header, 1):
         if any(ord(c) < 32 and c not in "\t" for c in name):
             raise SourceError(f"{reader.path}: line 1: header column {position} ({name!r}) "
                               "contains a control character (a NUL byte?): not a column name")
-    if not reader.header_names_columns:
-        return InspectedSource(reader, header, {spec.name: spec.name for spec in plan.columns}, [])
     mapping, extra = match_columns(header, plan, reader.path)
     return InspectedSource(reader, header, mapping, extra)
 
