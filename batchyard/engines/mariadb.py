@@ -37,6 +37,7 @@ KEY_TEXT_LENGTH = 255
 hold 3072 bytes, so three such columns fit in one key."""
 COLLATIONS = {True: "utf8mb4_nopad_bin", False: "utf8mb4_0900_bin"}
 """Binary and NO PAD (MariaDB, MySQL 8): 'a', 'A' and 'a ' are three keys, as elsewhere."""
+_DUPLICATE_COLUMN = 1060
 _DUPLICATE_KEY = 1062
 _LOCAL_INFILE_REFUSED = (1148, 3948, 4166)
 _AT_ROW = re.compile(r"\s*\bat row (\d+)\s*$", re.IGNORECASE)
@@ -230,8 +231,15 @@ class MariadbSession(SqlAlchemySession):
             self.sql(self.create_table_sql(table))
 
     def add_column(self, table: str, column: sa.Column) -> None:
-        self.sql(add_column_sql(table, column, self.connection.dialect,
-                                kind=self._type(column, False), quote=backtick))
+        """A column another run added meanwhile (both found it missing) is there: done."""
+        import pymysql
+
+        try:
+            self.sql(add_column_sql(table, column, self.connection.dialect,
+                                    kind=self._type(column, False), quote=backtick))
+        except pymysql.err.OperationalError as exc:
+            if exc.args[:1] != (_DUPLICATE_COLUMN,):
+                raise
 
 
 @register
