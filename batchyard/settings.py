@@ -63,6 +63,12 @@ def _settings_class() -> type:
         etl_keep_files: bool = Field(
             False, description="Keep an ETL run's batch files even when every batch loaded."
         )
+        max_record_bytes: int = Field(
+            64 << 20, ge=1024,
+            description="Longest JSON Lines line read; a longer one refuses the file (not memory).")
+        xlsx_max_bytes: int = Field(
+            2 << 30, ge=1 << 20,
+            description="Largest uncompressed size of an .xlsx file's parts (a ZIP bomb is refused).")
         pause_at: str | None = Field(
             None, description="NAME:N: pause the N-th time a run reaches pause point NAME (crash tests)."
         )

@@ -64,9 +64,11 @@ class Session(Protocol):
         returns the name to select it from."""
 
     def merge_from(self, table: str, source: str, names: list[str], key: tuple[str, ...],
-                   batch_column: str) -> int:
+                   batch_column: str, row_column: str | None = None) -> int:
         """Insert the rows of `source` into `table`, updating rows whose key exists unless
-        `batch_column` already holds the same batch; returns the rows written."""
+        `batch_column` already holds the same batch (with `row_column`: unless it holds the
+        same batch and a row number no greater than the incoming one, so that the first
+        record of a batch wins whichever commits first); returns the rows written."""
 
     def upsert(self, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
         """Insert `rows`, replacing the other columns of rows whose `keys` exist."""
@@ -212,14 +214,19 @@ class OnConflictSql:
             index_elements=keys, set_={name: statement.excluded[name] for name in others}), rows)
 
     def merge_from(self, table: str, source: str, names: list[str], key: tuple[str, ...],
-                   batch_column: str) -> int:
+                   batch_column: str, row_column: str | None = None) -> int:
         columns = ", ".join(quote(n) for n in names)
         assignments = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key)
+        target = quote(table)
+        condition = (f"{target}.{quote(batch_column)} {self.null_safe_differs} "
+                     f"excluded.{quote(batch_column)}")
+        if row_column:
+            condition = (f"({condition} OR {target}.{quote(row_column)} > "
+                         f"excluded.{quote(row_column)})")
         statement = (
-            f"INSERT INTO {quote(table)} ({columns}) SELECT {columns} FROM {source} WHERE true "
+            f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {source} WHERE true "
             f"ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET {assignments} "
-            f"WHERE {quote(table)}.{quote(batch_column)} {self.null_safe_differs} "
-            f"excluded.{quote(batch_column)}"
+            f"WHERE {condition}"
         )
         return self.sql(statement).rowcount
 

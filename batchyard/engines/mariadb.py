@@ -37,6 +37,7 @@ KEY_TEXT_LENGTH = 255
 hold 3072 bytes, so three such columns fit in one key."""
 COLLATIONS = {True: "utf8mb4_nopad_bin", False: "utf8mb4_0900_bin"}
 """Binary and NO PAD (MariaDB, MySQL 8): 'a', 'A' and 'a ' are three keys, as elsewhere."""
+_DUPLICATE_COLUMN = 1060
 _DUPLICATE_KEY = 1062
 _LOCAL_INFILE_REFUSED = (1148, 3948, 4166)
 _AT_ROW = re.compile(r"\s*\bat row (\d+)\s*$", re.IGNORECASE)
@@ -153,7 +154,7 @@ class MariadbSession(SqlAlchemySession):
         return backtick(stage)
 
     def merge_from(self, table: str, source: str, names: list[str], key: tuple[str, ...],
-                   batch_column: str) -> int:
+                   batch_column: str, row_column: str | None = None) -> int:
         """`INSERT ... ON DUPLICATE KEY UPDATE`; each column keeps its value when the row holds
         the same batch (`<=>`, null-safe), and the batch column is assigned last, since MySQL
         assigns left to right. SQLAlchemy connects with FOUND_ROWS, so the affected rows are 1
@@ -161,8 +162,13 @@ class MariadbSession(SqlAlchemySession):
         variable as the statement meets them), that is the rows written."""
         target, batch = backtick(table), backtick(batch_column)
         same = f"{target}.{batch} <=> VALUES({batch})"
+        if row_column:  # the row number is assigned after the values that compare it
+            row = backtick(row_column)
+            same = f"({same} AND {target}.{row} <= VALUES({row}))"
+        ordered = sorted((n for n in names if n not in key and n != batch_column),
+                         key=lambda n: n == row_column)
         updates = [f"{target}.{backtick(n)} = IF({same}, {target}.{backtick(n)}, VALUES({backtick(n)}))"
-                   for n in names if n not in key and n != batch_column]
+                   for n in ordered]
         updates.append(f"{target}.{batch} = IF((@batchyard_existing := @batchyard_existing + 1) > 0, "
                        f"VALUES({batch}), {target}.{batch})")
         columns = ", ".join(backtick(n) for n in names)
@@ -225,8 +231,15 @@ class MariadbSession(SqlAlchemySession):
             self.sql(self.create_table_sql(table))
 
     def add_column(self, table: str, column: sa.Column) -> None:
-        self.sql(add_column_sql(table, column, self.connection.dialect,
-                                kind=self._type(column, False), quote=backtick))
+        """A column another run added meanwhile (both found it missing) is there: done."""
+        import pymysql
+
+        try:
+            self.sql(add_column_sql(table, column, self.connection.dialect,
+                                    kind=self._type(column, False), quote=backtick))
+        except pymysql.err.OperationalError as exc:
+            if exc.args[:1] != (_DUPLICATE_COLUMN,):
+                raise
 
 
 @register

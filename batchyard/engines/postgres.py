@@ -15,6 +15,8 @@ from batchyard.engines.base import OnConflictSql, PooledEngine, SqlAlchemySessio
 from batchyard.identifiers import quote
 from batchyard.settings import get_settings
 
+DDL_LOCK = 0x62617463687961  # "batchya": the advisory lock key every batchyard DDL takes
+
 
 def copy_csv(cursor, table: str, data: pa.Table) -> None:
     """COPY Arrow rows into a table as CSV written by Arrow (in C, no per-row Python)."""
@@ -87,12 +89,26 @@ class PostgresSession(OnConflictSql, SqlAlchemySession):
 
         return isinstance(exc, psycopg.errors.UniqueViolation)
 
+    def lock_ddl(self) -> None:
+        """Hold the database's DDL lock until this transaction ends. PostgreSQL's `CREATE TABLE`
+        (`IF NOT EXISTS` too) checks, then creates: two sessions creating one table at once
+        collide on `pg_type` (a UniqueViolation). Taken, a creator that lost the race waits,
+        then checks again and finds the winner's table. Taken again in one transaction, it
+        costs a lookup."""
+        self.sql("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+
     def create(self, metadata: sa.MetaData) -> None:
+        """Create the tables (with their indexes) that are not there, under the DDL lock. Not
+        `CREATE INDEX IF NOT EXISTS` on an existing table: PostgreSQL asks for the table's
+        ownership before it looks, which a role that only writes the table lacks."""
+        self.lock_ddl()
         metadata.create_all(self.connection, checkfirst=True)
 
     def add_column(self, table: str, column: sa.Column) -> None:
+        self.lock_ddl()
         self._types.pop(table, None)
-        self.sql(add_column_sql(table, column, self.connection.dialect))
+        self.sql(add_column_sql(table, column, self.connection.dialect).replace(
+            "ADD COLUMN", "ADD COLUMN IF NOT EXISTS", 1))
 
 
 def session_options(url: sa.URL, lock_timeout: float, statement_timeout: float) -> str:

@@ -14,7 +14,7 @@ from batchyard.faults import pause_point
 from batchyard.ingest import ledger
 from batchyard.ingest.job import ChunkResult, ImportJob
 from batchyard.ingest.load import load_rows
-from batchyard.ingest.prepare import load_entries, prepare_chunk
+from batchyard.ingest.prepare import duplicate_entry, load_entries, prepare_chunk
 from batchyard.schemas import load_schema
 from batchyard.settings import get_settings
 
@@ -62,12 +62,16 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
         raise
     prepared = prepare_chunk(plan, raw)
     entries = prepared.entries
+    pause_point("chunk-prepared", ref.index)
     with session(job.db, write=True) as connection:
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
             return ChunkResult(ref.index, ref.n_rows, skipped=True)
-        loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id)
+        loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id,
+                           first_wins=functools.partial(ledger.lock_batch, connection, job.batch_id))
         entries += load_entries(prepared.output, loaded)
         success = prepared.output.num_rows - len(loaded.duplicates) - len(loaded.refused)
+        ledger.displace_records(connection, job.batch_id, [
+            duplicate_entry(row, first, key) for row, first, key in loaded.displaced])
         pause_point("chunk-loaded")
         ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
     pause_point("chunk-committed")

@@ -4,7 +4,8 @@ or ignored record (the tables are in `ledger_schema`). This is the only module t
 
 A chunk's rows and its ledger entries commit in one transaction, so the ledger never disagrees
 with the data, and the chunk row doubles as the resume point: a committed chunk is never loaded
-again. Every function takes an open `Session` and runs inside its transaction.
+again. Every function takes an open `Session` and runs inside its transaction. What a retry of
+failed records writes is in `ledger_retries` (re-exported here).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from batchyard.errors import BatchStateError
+from batchyard.ingest.ledger_retries import RetryOutcome, currently_failed, record_retries
 from batchyard.ingest.ledger_schema import attempts, batches, chunks, metadata, records, with_times
 
 __all__ = ["ACTIVE", "FINAL", "RecordEntry", "RetryOutcome", "attempts", "batches", "chunks",
-           "metadata", "records", "with_times"]
+           "currently_failed", "metadata", "record_retries", "records", "with_times"]
 
 ACTIVE = ("pending", "running")
 FINAL = ("completed", "failed", "cancelled")
@@ -198,6 +200,50 @@ def claim_chunk(connection, batch_id: str, chunk_index: int) -> bool:
     return result.rowcount == 1
 
 
+BATCH_LOCKS = 0x6279  # "by": the first key of every batch's advisory lock on PostgreSQL
+
+
+def lock_batch(connection, batch_id: str, shared: bool = False) -> None:
+    """Hold the batch's write lock until this transaction ends, so that a chunk taking over a
+    key from a later record of its batch sees every record of the batch that wrote one.
+
+    On PostgreSQL an advisory lock: chunks that only append new keys share it, and a chunk
+    that upserts over existing keys takes it alone, waiting for the appends in flight to
+    commit (taken in a savepoint that is rolled back, the shared lock is released, so no chunk
+    waits to upgrade it). Elsewhere the batch row's lock, held alone (SQLite's writers queue
+    anyway)."""
+    if connection.dialect_name == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        connection.sql(f"SELECT {function}(%s, hashtext(%s))", (BATCH_LOCKS, batch_id))
+        return
+    connection.execute(sa.select(batches.c.batch_id).where(batches.c.batch_id == batch_id)
+                       .with_for_update())
+
+
+def displace_records(connection, batch_id: str, displaced: list[RecordEntry]) -> None:
+    """Later records of the batch whose key an earlier record took over (the first record in
+    file order wins): each becomes an ignored duplicate of its chunk, and its chunk's and the
+    batch's counts move from success to ignored, in the loading chunk's transaction."""
+    if not displaced:
+        return
+    import bisect
+
+    planned = planned_chunks(connection, batch_id)
+    starts = [c["first_row"] for c in planned]
+    by_chunk: dict[int, list[RecordEntry]] = {}
+    for entry in displaced:
+        chunk = planned[bisect.bisect_right(starts, entry.row_number) - 1]
+        by_chunk.setdefault(chunk["chunk_index"], []).append(entry)
+    at = now()
+    for index, entries in sorted(by_chunk.items()):
+        connection.ingest_into(records.name, _records_table(batch_id, index, at, entries))
+        connection.execute(
+            chunks.update().where(chunks.c.batch_id == batch_id, chunks.c.chunk_index == index)
+            .values(success=chunks.c.success - len(entries), ignored=chunks.c.ignored + len(entries)))
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id).values(
+        success=batches.c.success - len(displaced), ignored=batches.c.ignored + len(displaced)))
+
+
 def commit_chunk(connection, batch_id: str, chunk_index: int, success: int,
                  entries: list[RecordEntry]) -> None:
     """Record a loaded chunk: its failed/ignored records, its counts, the batch's counters."""
@@ -303,55 +349,3 @@ def reset_batch(connection, batch_id: str) -> None:
     connection.execute(batches.update().where(batches.c.batch_id == batch_id)
                        .values(status="pending", total=0, success=0, failed=0, ignored=0,
                                rejects_file=None, processed=0, attempts=0, work_seconds=0.0))
-
-
-def currently_failed(connection, batch_id: str, rows: list[int]) -> dict[int, int]:
-    """Of these row numbers, the records still `failed`, with their retry counts."""
-    found: dict[int, int] = {}
-    for start in range(0, len(rows), 500):
-        part = rows[start:start + 500]
-        result = connection.execute(
-            sa.select(records.c.row_number, records.c.retry_count)
-            .where(records.c.batch_id == batch_id, records.c.status == "failed",
-                   records.c.row_number.in_(part))
-        )
-        found.update({r[0]: r[1] for r in result.rows})
-    return found
-
-
-@dataclass
-class RetryOutcome:
-    """A retried record's new state: `succeeded`, `ignored`, `failed` again or `abandoned`."""
-
-    row_number: int
-    status: str
-    retry_count: int
-    error: str = ""
-    reason: str = ""
-
-
-def record_retries(connection, batch_id: str, outcomes: list[RetryOutcome]) -> None:
-    """Write retried records' new states, and move the batch's counters with them: records that
-    succeeded or were ignored stop counting as failed."""
-    at = now()
-    if outcomes:
-        connection.execute(
-            records.update()
-            .where(records.c.batch_id == sa.bindparam("b_batch"),
-                   records.c.row_number == sa.bindparam("b_row"))
-            .values(status=sa.bindparam("v_status"), retry_count=sa.bindparam("v_count"),
-                    error=sa.bindparam("v_error"), reason=sa.bindparam("v_reason"),
-                    updated_at=sa.bindparam("v_at", type_=sa.DateTime(timezone=True))),
-            [{"b_batch": batch_id, "b_row": o.row_number, "v_status": o.status,
-              "v_count": o.retry_count, "v_error": o.error or "", "v_reason": o.reason or "",
-              "v_at": at} for o in outcomes],
-        )
-    succeeded = sum(o.status == "succeeded" for o in outcomes)
-    ignored = sum(o.status == "ignored" for o in outcomes)
-    connection.execute(
-        batches.update().where(batches.c.batch_id == batch_id).values(
-            success=batches.c.success + succeeded,
-            ignored=batches.c.ignored + ignored,
-            failed=batches.c.failed - succeeded - ignored,
-        )
-    )

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from batchyard.chunks import ChunkRef
+from batchyard.diskspace import no_space, no_space_error
 from batchyard.engines import check_connection, safe_url, session
 from batchyard.errors import PROCESSING_ERROR, BatchStateError, ConfigurationError, RunNotCompleted
 from batchyard.faults import pause_point
@@ -23,7 +24,7 @@ from batchyard.ingest import early_spool, ledger
 from batchyard.ingest.job import ImportJob, resolve_job
 from batchyard.ingest.lease import describe_owner, owner_alive, owner_id
 from batchyard.ingest.load import ensure_table
-from batchyard.ingest.rejects import rejects_path, write_rejects
+from batchyard.ingest.rejects import rejects_path, rejects_size, write_rejects
 from batchyard.ingest.spool import inspect_source, remove_spool, spool_dir, spool_source
 from batchyard.ingest.summary import batch_row, describe_failed_chunk, failed_chunk_cause, read_batch
 from batchyard.readers import SourceOptions
@@ -242,8 +243,16 @@ def close_batch(job: ImportJob, cancelled: bool = False, rejects: str | None = N
     rejects_file = None
     if batch["failed"] and status == "completed":
         target = Path(rejects) if rejects else rejects_path(job.source, job.batch_id)
-        if write_rejects(job, target):
-            rejects_file = str(target)
+        try:
+            if write_rejects(job, target):
+                rejects_file = str(target)
+        except OSError as exc:
+            if not no_space(exc):
+                raise
+            target.unlink(missing_ok=True)  # no half-written rejects file
+            full = no_space_error(f"writing the rejects file {target}", target,
+                                  rejects_size(job), "free some space, then resume the batch")
+            status, code, error = "failed", full.code, str(full)
     pause_point("batch-closing")
     with session(job.db, write=True) as connection:
         final = ledger.finish_batch(connection, job.batch_id, status, error, code, rejects_file)

@@ -8,6 +8,7 @@ of the same batch is not overwritten, and that record is reported as an ignored 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -70,12 +71,13 @@ def target_table(plan: SchemaPlan, name: str) -> sa.Table:
 
 
 def ensure_table(session: Session, plan: SchemaPlan, name: str) -> sa.Table:
-    """Create the target table if missing; refuse one that lacks a column the load writes."""
+    """Create the target table if missing; refuse one that lacks a column the load writes.
+    A run that loses the race to create it (runs starting together) checks the winner's."""
     table = target_table(plan, name)
     existing = session.describe(name)
     if existing is None:
         session.create(table.metadata)
-        return table
+        existing = session.describe(name)
     columns, keys = existing
     missing = [c.name for c in table.columns if c.name not in columns]
     if missing:
@@ -96,18 +98,23 @@ class LoadResult:
     written: int
     duplicates: list[tuple[int, int, dict]]  # (row_number, first_row, key values)
     refused: list[tuple[int, str]] = field(default_factory=list)  # (row_number, the database's reason)
+    displaced: list[tuple[int, int, dict]] = field(default_factory=list)
+    """Later records of the batch this load replaced: (their row_number, the new first row, key)."""
 
 
 def stage_name(table: str) -> str:
     return check_identifier(f"_batchyard_stage_{table}"[:63], "staging table")
 
 
-def _append_directly(session: Session, table: str, data: pa.Table) -> bool:
+def _append_directly(session: Session, table: str, data: pa.Table, lock: BatchLock | None) -> bool:
     """The fast path for new keys: append straight into the table. Any conflict (a key from an
     earlier batch, or from another chunk of this one) undoes it and the upsert path takes over;
-    so do refused records, which the caller leaves out before it tries again."""
+    so do refused records, which the caller leaves out before it tries again. The batch's lock
+    (shared) is taken inside the savepoint, so that undoing the append releases it."""
     session.sql("SAVEPOINT batchyard_append")
     try:
+        if lock is not None:
+            lock(True)
         session.ingest_into(table, data)
     except Exception as exc:
         conflict = session.is_conflict(exc)
@@ -121,8 +128,13 @@ def _append_directly(session: Session, table: str, data: pa.Table) -> bool:
     return True
 
 
+BatchLock = Callable[[bool], None]
+"""Takes the batch's write lock for the transaction: shared (True) to append new keys, alone
+(False) to upsert over existing ones (`ingest.ledger.lock_batch`)."""
+
+
 def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
-              ) -> LoadResult:
+              first_wins: BatchLock | None = None) -> LoadResult:
     """Upsert `data` by key inside the session's transaction (the ledger commits with it).
 
     New keys are appended in bulk straight into the table. On a conflict the rows go to a
@@ -130,14 +142,19 @@ def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...]
     another record of this batch already wrote is left alone and reported as a duplicate, so
     re-running a chunk never double-writes. Records whose values the database itself refuses
     (`RecordsRefused`, MariaDB's strict mode) are left out and reported with its reason, and the
-    others loaded. Returns the rows written, the duplicates and the refused records."""
+    others loaded. With `first_wins` (an import's chunks: the batch's lock), a key another
+    record of this batch wrote from a later row is taken over by this earlier one, and that
+    later record is reported as displaced: the first record in file order wins whatever order
+    chunks commit in (the upsert holds the batch's lock alone, so it sees every record of the
+    batch that was written). Returns the rows written, the duplicates, the refused and the
+    displaced records."""
     if data.num_rows == 0:
         return LoadResult(0, [])
     data = data.append_column(BATCH, pa.array([batch_id] * data.num_rows, pa.string()))
     refused: list[tuple[int, str]] = []
     while True:
         try:
-            result = _merge(session, table, data, key, batch_id)
+            result = _merge(session, table, data, key, batch_id, first_wins)
         except RecordsRefused as exc:
             rows = data[ROW].to_pylist()
             refused += [(rows[i], reason) for i, reason in sorted(exc.refused.items())]
@@ -151,15 +168,29 @@ def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...]
 
 
 def _merge(session: Session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,
-           ) -> LoadResult:
-    if _append_directly(session, table, data):
+           first_wins: BatchLock | None) -> LoadResult:
+    if _append_directly(session, table, data, first_wins):
         return LoadResult(data.num_rows, [])
+    if first_wins is not None:
+        first_wins(False)
     source = session.stage(stage_name(table), table, data)
-    written = session.merge_from(table, source, data.column_names, key, BATCH)
+    quote = session.quote
+    join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
+    displaced = []
+    if first_wins is not None:
+        found = session.sql(
+            f"SELECT {', '.join('s.' + quote(k) for k in key)}, t.{quote(ROW)}, s.{quote(ROW)} "
+            f"FROM {source} s JOIN {quote(table)} t ON {join} "
+            f"WHERE t.{quote(BATCH)} = {session.placeholder} "
+            f"AND t.{quote(ROW)} > s.{quote(ROW)} ORDER BY t.{quote(ROW)}",
+            (batch_id,),
+        )
+        displaced = [(r[len(key)], r[len(key) + 1], dict(zip(key, r[:len(key)], strict=True)))
+                     for r in found]
+    written = session.merge_from(table, source, data.column_names, key, BATCH,
+                                 ROW if first_wins is not None else None)
     duplicates = []
     if written < data.num_rows:
-        quote = session.quote
-        join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
         found = session.sql(
             f"SELECT {', '.join('s.' + quote(k) for k in key)}, s.{quote(ROW)}, t.{quote(ROW)} "
             f"FROM {source} s JOIN {quote(table)} t ON {join} "
@@ -169,4 +200,4 @@ def _merge(session: Session, table: str, data: pa.Table, key: tuple[str, ...], b
         )
         duplicates = [(r[len(key)], r[len(key) + 1], dict(zip(key, r[:len(key)], strict=True)))
                       for r in found]
-    return LoadResult(written, duplicates)
+    return LoadResult(written, duplicates, displaced=displaced)

@@ -84,6 +84,20 @@ def write_rejects(job: ImportJob, path: Path) -> int:
         return write_failed(job.db, job.batch_id, job.schema_name, handle)
 
 
+def rejects_size(job: ImportJob) -> int:
+    """About how many bytes the rejects file takes: its records' values and errors."""
+    import sqlalchemy as sa
+
+    records = ledger.records
+    with session(job.db) as connection:
+        found = connection.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(records.c.payload)
+                                                   + sa.func.length(records.c.error) + 40), 0))
+            .where(records.c.batch_id == job.batch_id,
+                   records.c.status.in_(("failed", "abandoned")))).scalar_one()
+    return int(found)
+
+
 def rejects_path(source: str, batch_id: str) -> Path:
     """`<source>.<batch_id>.rejects.csv` beside the source."""
     path = Path(source)

@@ -16,7 +16,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from batchyard.chunks import ROW, ChunkRef, rebatch, write_ipc
+from batchyard.diskspace import no_space, no_space_error
 from batchyard.errors import SourceError
+from batchyard.faults import pause_point
 from batchyard.readers import Reader, SourceOptions, open_reader
 from batchyard.readers.base import record_schema
 from batchyard.schemas.base import SchemaPlan
@@ -89,8 +91,12 @@ def inspect_source(path: str | Path, options: SourceOptions, plan: SchemaPlan) -
     header = reader.header()
     if not header:
         raise SourceError(f"{reader.path}: no header and no records")
-    if not reader.header_names_columns:
+    if not reader.header_names_columns:  # records name their fields: extra keys are ignored
         return InspectedSource(reader, header, {spec.name: spec.name for spec in plan.columns}, [])
+    for position, name in enumerate(header, 1):
+        if any(ord(c) < 32 and c not in "\t" for c in name):
+            raise SourceError(f"{reader.path}: line 1: header column {position} ({name!r}) "
+                              "contains a control character (a NUL byte?): not a column name")
     mapping, extra = match_columns(header, plan, reader.path)
     return InspectedSource(reader, header, mapping, extra)
 
@@ -100,11 +106,48 @@ def iter_spool(path: str | Path, options: SourceOptions, plan: SchemaPlan, direc
     """Read the source once into chunk files under `directory` (emptied first), yielding each
     chunk as soon as it is written, so loading can start while the rest is still being read.
     `result` is filled in as it goes (total and warnings are final once the iterator ends)."""
+    before = file_identity(path)
     source = inspect_source(path, options, plan)
     result.columns, result.extra_columns = list(source.mapping), source.extra
-    result.warnings = [f"extra column(s) ignored: {', '.join(source.extra)}"] if source.extra else []
-    yield from _spool(source.reader.records(source.mapping, source.header), plan.field_names,
-                      directory, chunk_sizes, result)
+    result.warnings = [extra_warning(source.extra)] if source.extra else []
+    try:
+        yield from _spool(source.reader.records(source.mapping, source.header), plan.field_names,
+                          directory, chunk_sizes, result)
+    except (SourceError, OSError, pa.ArrowException) as exc:
+        _check_unchanged(path, before)
+        if no_space(exc):
+            shutil.rmtree(directory, ignore_errors=True)  # give the room back at once
+            raise no_space_error(
+                f"spooling {path} into {directory}", directory,
+                int(Path(path).stat().st_size * 1.2),
+                "free some space or set BATCHYARD_WORK_DIR, then resume the batch") from None
+        raise
+    _check_unchanged(path, before)
+
+
+def extra_warning(extra: list[str], shown: int = 20) -> str:
+    """`extra column(s) ignored: a, b, c` (the first `shown` of them, and how many more)."""
+    more = f" and {len(extra) - shown:,} more" if len(extra) > shown else ""
+    return f"extra column(s) ignored: {', '.join(extra[:shown])}{more}"
+
+
+def file_identity(path: str | Path) -> tuple[int, int, int] | None:
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _check_unchanged(path: str | Path, before: tuple[int, int, int] | None) -> None:
+    """A source written to (appended to, truncated, replaced) while it was read gives records
+    of no one version of it: refuse it rather than load a mix."""
+    after = file_identity(path)
+    if after != before:
+        sizes = (f" (size {before[1]:,} -> {after[1]:,} bytes)" if before and after
+                 and before[1] != after[1] else "")
+        raise SourceError(f"{path}: the file changed while it was read{sizes}; nothing was "
+                          "loaded from it: import it again once it is complete")
 
 
 def spool_tables(tables: Iterable[pa.Table], fields: list[str], directory: Path,
@@ -139,6 +182,7 @@ def _write_chunk(chunk: pa.Table, directory: Path, result: SourcePlan) -> ChunkR
     index = len(result.chunks)
     path = directory / f"chunk-{index:06d}.arrow"
     write_ipc(chunk, path)
+    pause_point("chunk-spooled", index)
     ref = ChunkRef(index=index, path=str(path), first_row=chunk[ROW][0].as_py(), n_rows=chunk.num_rows)
     result.chunks.append(ref)
     result.total += ref.n_rows

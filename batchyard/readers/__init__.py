@@ -8,12 +8,14 @@ read through `open_reader`.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import pkgutil
 from pathlib import Path
 from typing import TypeVar
 
 from batchyard.errors import SourceError
+from batchyard.readers import sniff
 from batchyard.readers.base import Reader, SourceOptions
 
 __all__ = ["Reader", "SourceOptions", "detect_format", "format_names", "open_reader", "register"]
@@ -46,7 +48,7 @@ def detect_format(path: Path, options: SourceOptions) -> str:
     if fmt is None:
         raise SourceError(f"{path}: unknown file type {path.suffix!r}; pass --format")
     with path.open("rb") as handle:
-        head = handle.read(16)
+        head = handle.read(sniff.SAMPLE)
     if not head:
         raise SourceError(f"{path}: the file is empty")
     for reader in _FORMATS.values():
@@ -57,9 +59,18 @@ def detect_format(path: Path, options: SourceOptions) -> str:
                    if any(head.startswith(m) for m in reader.magic)), None)
     if _FORMATS[fmt].magic and actual != fmt:
         raise SourceError(f"{path}: not a {fmt} file (its first bytes are {head[:4]!r})")
-    if not _FORMATS[fmt].magic and actual is not None:
-        raise SourceError(f"{path}: declared {fmt} but the file is {actual} (binary data)")
+    if not _FORMATS[fmt].magic:
+        binary = sniff.binary_content(head, text_encoding(head, options))
+        if binary is not None:
+            raise SourceError(f"{path}: {sniff.not_text_message(fmt, *binary)}")
     return fmt
+
+
+def text_encoding(head: bytes, options: SourceOptions) -> str:
+    """The encoding a text file is read in: UTF-16 or UTF-32 when it starts with their byte
+    order mark and no other encoding than the default was asked for, else the one asked for."""
+    marked = sniff.bom_encoding(head)
+    return marked if marked and options.encoding.lower() in ("utf-8", "utf8") else options.encoding
 
 
 def open_reader(path: str | Path, options: SourceOptions) -> Reader:
@@ -67,16 +78,29 @@ def open_reader(path: str | Path, options: SourceOptions) -> Reader:
 
     Raises SourceError for a missing file, a directory, or a format mismatch."""
     path = Path(path)
-    if not path.exists():
-        raise SourceError(f"{path}: no such file")
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SourceError(f"{path}: a loop of symbolic links, not a file") from None
+        if exc.errno == errno.ENOENT:
+            raise SourceError(f"{path}: no such file") from None
+        raise SourceError(f"{path}: cannot read it: {exc.strerror}") from None
     if path.is_dir():
         raise SourceError(f"{path}: is a directory, not a file")
-    return _FORMATS[detect_format(path, options)](path, options)
+    if not path.is_file():
+        raise SourceError(f"{path}: not a regular file (a device, socket or pipe)")
+    fmt = detect_format(path, options)
+    if not _FORMATS[fmt].magic:
+        with path.open("rb") as handle:
+            encoding = text_encoding(handle.read(4), options)
+        options = options.model_copy(update={"encoding": encoding})
+    return _FORMATS[fmt](path, options)
 
 
 def _load_formats() -> None:
     for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
+        if module.name not in ("base", "sniff"):
             importlib.import_module(f"{__name__}.{module.name}")
 
 

@@ -163,5 +163,7 @@ def without_null_values(values: pa.ChunkedArray | pa.Array, null_values: list[st
 
 
 def arrow_message(exc: Exception) -> str:
-    """An Arrow error as one line of at most 300 characters."""
-    return " ".join(str(exc).split())[:300]
+    """An Arrow error as one line of at most 300 characters; characters that do not print
+    (binary junk a message quotes) are shown as `?`."""
+    text = " ".join(str(exc).split())[:300]
+    return "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)

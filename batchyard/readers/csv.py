@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,6 +20,35 @@ from batchyard.readers.base import Reader, arrow_message, record_table
 
 BLOCK_BYTES = 4 << 20
 _ARROW_POSITION = re.compile(r"In CSV column #(\d+): Row #(\d+): (.*)")
+_ENCODING_HINT = "; if the file is Latin-1 or Windows-1252, pass --encoding latin-1 or cp1252"
+_STRADDLES = ("straddling object straddles", "out of sync with chunker")
+
+
+class _RowHandler:
+    """pyarrow's invalid-row callback. pyarrow decodes the row's bytes before calling it, and
+    when they do not decode, the exception escapes inside pyarrow, which prints it
+    ("Exception ignored in ...") and stops with a parse error. Those are noted here instead
+    (see `_quiet_undecodable_rows`), so that the error the user sees says what it was."""
+
+    def __init__(self, rows: dict[int, str] | None = None):
+        self.rows, self.undecodable = rows, False
+
+    def __call__(self, row) -> str:
+        if self.rows is not None:
+            self.rows[row.number - 1] = row.text
+        return "skip"
+
+
+def _quiet_undecodable_rows(unraisable) -> None:
+    handler = unraisable.object
+    if isinstance(handler, _RowHandler) and isinstance(unraisable.exc_value, UnicodeDecodeError):
+        handler.undecodable = True
+        return
+    _previous_hook(unraisable)
+
+
+_previous_hook = sys.unraisablehook
+sys.unraisablehook = _quiet_undecodable_rows
 
 
 @register
@@ -28,16 +58,20 @@ class CsvReader(Reader):
 
     def header(self) -> list[str]:
         options = self.options
+        handler = _RowHandler()
         try:
             reader = pcsv.open_csv(
                 str(self.path),
                 read_options=pcsv.ReadOptions(encoding=options.encoding, block_size=1 << 16,
                                               use_threads=False),
                 parse_options=pcsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True,
-                                                invalid_row_handler=lambda row: "skip"),
+                                                invalid_row_handler=handler),
                 convert_options=pcsv.ConvertOptions(auto_dict_encode=False),
             )
         except pa.ArrowInvalid as exc:
+            if handler.undecodable:
+                raise SourceError(f"{self.path}: a record with the wrong number of fields near "
+                                  f"the start is not valid {options.encoding}{_ENCODING_HINT}") from None
             raise SourceError(f"{self.path}: cannot read the CSV header: {arrow_message(exc)}") from None
         except LookupError:
             raise SourceError(f"{self.path}: unknown encoding {options.encoding!r}") from None
@@ -50,10 +84,7 @@ class CsvReader(Reader):
         path, options = self.path, self.options
         invalid: dict[int, str] = {}
         expected = len(header)
-
-        def on_invalid(row) -> str:
-            invalid[row.number - 1] = row.text
-            return "skip"
+        on_invalid = _RowHandler(invalid)
 
         try:
             reader = pcsv.open_csv(
@@ -69,7 +100,7 @@ class CsvReader(Reader):
                 ),
             )
         except pa.ArrowInvalid as exc:
-            raise SourceError(self._error(exc, header, 1)) from None
+            raise SourceError(self._error(exc, header, 1, on_invalid)) from None
         fields = list(mapping)
         next_row = 1
         while True:
@@ -78,7 +109,7 @@ class CsvReader(Reader):
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
-                raise SourceError(self._error(exc, header, next_row)) from None
+                raise SourceError(self._error(exc, header, next_row, on_invalid)) from None
             rows = _row_numbers(next_row, batch.num_rows, invalid)
             next_row = int(rows[-1]) + 1 if len(rows) else next_row
             columns = {f: batch.column(header.index(mapping[f])) for f in fields}
@@ -104,9 +135,16 @@ class CsvReader(Reader):
         except pa.ArrowInvalid as exc:
             raise SourceError(f"{self.path}: {arrow_message(exc)}") from None
 
-    def _error(self, exc: Exception, header: list[str], near: int) -> str:
+    def _error(self, exc: Exception, header: list[str], near: int,
+               handler: _RowHandler | None = None) -> str:
         """Arrow's parse error as one line that names the line and column, with a hint."""
         message = arrow_message(exc)
+        if handler is not None and handler.undecodable:
+            return (f"{self.path}: near record {near}: a record with the wrong number of fields "
+                    f"is not valid {self.options.encoding}{_ENCODING_HINT}")
+        if any(s in message for s in _STRADDLES):
+            return (f"{self.path}: near record {near}: a record longer than {BLOCK_BYTES >> 20} MB "
+                    "(or a quote left open); batchyard reads CSV records of up to that size")
         found = _ARROW_POSITION.search(message)
         if not found:
             return f"{self.path}: near record {near}: {message}"
@@ -115,7 +153,7 @@ class CsvReader(Reader):
         hint = ""
         if "UTF8" in what:
             what = f"not valid {self.options.encoding}"
-            hint = "; if the file is Latin-1 or Windows-1252, pass --encoding latin-1 or cp1252"
+            hint = _ENCODING_HINT
         where = f"record {row - 1} (line {row} if no field spans lines), column {column + 1} ({name})"
         return f"{self.path}: {where}: {what}{hint}"
 

@@ -6,6 +6,7 @@ Records carry their own keys, so there is no header to check: each schema field 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ import pyarrow.json as pajson
 from batchyard.errors import SourceError
 from batchyard.readers import register
 from batchyard.readers.base import BLOCK_ROWS, Reader, record_table, records_batch, without_null_values
+from batchyard.settings import get_settings
 
 RAW_LIMIT = 10_000
 """Characters of an invalid line kept as its raw text."""
@@ -30,10 +32,14 @@ class JsonLinesReader(Reader):
 
     def header(self) -> list[str]:
         """The keys of the first valid object stand for a header."""
+        limit = get_settings().max_record_bytes
         with self.path.open("r", encoding=self.options.encoding, errors="replace") as handle:
-            for line in handle:
+            for number in itertools.count(1):
+                line = self._line(handle, limit, number)
+                if not line:
+                    break
                 try:
-                    record = json.loads(line.strip().lstrip("\ufeff"))
+                    record = _loads(line.strip().lstrip("\ufeff"))
                 except ValueError:
                     continue
                 if isinstance(record, dict):
@@ -49,11 +55,12 @@ class JsonLinesReader(Reader):
         encoding = self.options.encoding
         block: list[tuple[int, str]] = []
         row = 0
+        limit = get_settings().max_record_bytes
         with self.path.open("r", encoding=encoding, errors="strict", newline="") as handle:
             line_no = 0
             while True:
                 try:
-                    line = handle.readline()
+                    line = handle.readline(limit + 1)
                 except UnicodeDecodeError as exc:
                     raise SourceError(
                         f"{self.path}: line {line_no + 1}: not valid {encoding} ({exc.reason})"
@@ -61,6 +68,7 @@ class JsonLinesReader(Reader):
                 if not line:
                     break
                 line_no += 1
+                self._check_length(line, limit, line_no)
                 text = line.strip().lstrip("\ufeff")
                 if text:
                     block.append((line_no, text))
@@ -70,6 +78,19 @@ class JsonLinesReader(Reader):
                     block = []
         if block:
             yield self._block(block, row, fields, nulls)
+
+    def _check_length(self, line: str, limit: int, number: int) -> None:
+        """A line read with `readline(limit + 1)` that is still longer than the limit: refuse
+        the file before the rest of the line is read (a 1 GB line never sits in memory)."""
+        if len(line) > limit and not line.endswith("\n"):
+            raise SourceError(
+                f"{self.path}: line {number}: longer than {limit:,} characters, the limit of "
+                "one record (BATCHYARD_MAX_RECORD_BYTES); nothing loaded")
+
+    def _line(self, handle, limit: int, number: int) -> str:
+        line = handle.readline(limit + 1)
+        self._check_length(line, limit, number)
+        return line
 
     def _block(self, block: list[tuple[int, str]], row: int, fields: list[str],
                nulls: list[str]) -> pa.Table:
@@ -83,7 +104,7 @@ class JsonLinesReader(Reader):
         null_set = set(nulls)
         for line_no, text in block:
             try:
-                record = json.loads(text)
+                record = _loads(text)
                 if not isinstance(record, dict):
                     raise ValueError(f"expected a JSON object, found {type(record).__name__}")
             except ValueError as exc:
@@ -104,12 +125,16 @@ class JsonLinesReader(Reader):
     def arrow(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """A line holding a JSON value other than an object becomes the record {"value": ...}."""
         pending: list[dict] = []
+        limit = get_settings().max_record_bytes
         with self.path.open(encoding=self.options.encoding) as handle:
-            for number, line in enumerate(handle, 1):
+            for number in itertools.count(1):
+                line = self._line(handle, limit, number)
+                if not line:
+                    break
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = _loads(line)
                 except ValueError as exc:
                     raise SourceError(f"{self.path}: line {number}: invalid JSON: {exc}") from None
                 pending.append(record if isinstance(record, dict) else {"value": record})
@@ -118,6 +143,14 @@ class JsonLinesReader(Reader):
                     pending = []
         if pending:
             yield records_batch(pending)
+
+
+def _loads(text: str):
+    """json.loads, with nesting deeper than Python's recursion limit as an invalid line."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply (over about 1,000 levels)") from None
 
 
 def _parsed_at_once(block: list[tuple[int, str]], fields: list[str]) -> dict | None:

@@ -14,6 +14,12 @@ import pyarrow as pa
 from batchyard.errors import SourceError
 from batchyard.readers import register
 from batchyard.readers.base import BLOCK_ROWS, Reader, record_table, rows_to_batch
+from batchyard.settings import get_settings
+
+BOMB_SIZE = 64 << 20
+BOMB_RATIO = 200
+"""A part over BOMB_SIZE that compresses more than BOMB_RATIO to 1 is refused: sheet XML
+compresses about 10 to 30 to 1, a run of zeros about 1,000 to 1."""
 
 
 @register
@@ -24,9 +30,37 @@ class ExcelReader(Reader):
     look_alikes = {b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
                    "this is an old binary Excel (.xls) file; save it as .xlsx"}
 
+    def _check_archive(self) -> None:
+        """Refuse, from the ZIP's directory alone, an archive that is not a workbook, and one
+        whose parts unpack to more than `BATCHYARD_XLSX_MAX_BYTES` or that compress more than
+        any spreadsheet does (a ZIP bomb): nothing is unpacked to find out. zipfile reads no
+        more of a part than its declared size."""
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                parts = archive.infolist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise SourceError(f"{self.path}: not a readable Excel workbook: {exc}") from None
+        names = {p.filename for p in parts}
+        if "xl/workbook.xml" not in names:
+            raise SourceError(f"{self.path}: a ZIP archive but not an Excel workbook "
+                              "(no xl/workbook.xml)")
+        limit = get_settings().xlsx_max_bytes
+        unpacked = sum(p.file_size for p in parts)
+        if unpacked > limit:
+            raise SourceError(f"{self.path}: its parts unpack to {unpacked >> 20:,} MB, over the "
+                              f"limit of {limit >> 20:,} MB (BATCHYARD_XLSX_MAX_BYTES)")
+        for part in parts:
+            ratio = part.file_size / max(part.compress_size, 1)
+            if part.file_size > BOMB_SIZE and ratio > BOMB_RATIO:
+                raise SourceError(
+                    f"{self.path}: {part.filename} unpacks to {part.file_size >> 20:,} MB from "
+                    f"{max(part.compress_size >> 10, 1):,} KB ({ratio:,.0f} to 1): refused as a "
+                    f"ZIP bomb (spreadsheets compress under {BOMB_RATIO} to 1)")
+
     def _open_sheet(self):
         from openpyxl import load_workbook
 
+        self._check_archive()
         try:
             book = load_workbook(str(self.path), read_only=True, data_only=True)
         except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:

@@ -87,9 +87,9 @@ class DatabaseEtlTarget(TableTarget):
                 current.sql(f"DROP TABLE IF EXISTS {current.quote(job.table)}")
             existing = current.describe(job.table)
             table = _sa_table(job.table, schema, job.key)
-            if existing is None:
+            if existing is None:  # another run may create it first: check what it made
                 current.create(table.metadata)
-                return
+                existing = current.describe(job.table)
             columns, keys = existing
             if job.disposition == "merge" and set(keys) != set(job.key):
                 raise LoadValidationError(f"table {job.table} exists with primary key "

@@ -109,7 +109,7 @@ def test_excel_first_sheet_skips_empty_rows(tmp_path):
     [
         ("empty.csv", b"", "the file is empty"),
         ("missing.csv", b"id,email\n1,a@b.co\n", "line 1: missing required column(s) name, country, signup_date"),
-        ("zip.csv", b"PK\x03\x04rest", "declared csv but the file is xlsx"),
+        ("zip.csv", b"PK\x03\x04rest", "not a text file: binary content at byte 0; expected CSV (it is a ZIP archive)"),
         ("bad.parquet", b"PAR1truncated", "not a readable Parquet file"),
         ("text.parquet", b"id,email\n", "not a parquet file"),
         ("u.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "unknown file type"),
