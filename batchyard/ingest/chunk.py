@@ -65,7 +65,7 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     with session(job.db, write=True) as connection:
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
             return ChunkResult(ref.index, ref.n_rows, skipped=True)
-        loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id)
+        loaded = load_rows(connection, job.table, prepared.output, plan.table_key, job.batch_id)
         entries += load_entries(prepared.output, loaded)
         success = prepared.output.num_rows - len(loaded.duplicates) - len(loaded.refused)
         pause_point("chunk-loaded")

@@ -305,6 +305,12 @@ def reset_batch(connection, batch_id: str) -> None:
                                rejects_file=None, processed=0, attempts=0, work_seconds=0.0))
 
 
+def set_content_hash(connection, batch_id: str, digest: str | None) -> None:
+    """The source content a keyless batch appends (see `ingest.reimport`)."""
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id)
+                       .values(content_hash=digest))
+
+
 def currently_failed(connection, batch_id: str, rows: list[int]) -> dict[int, int]:
     """Of these row numbers, the records still `failed`, with their retry counts."""
     found: dict[int, int] = {}

@@ -27,6 +27,15 @@ class Keyless(BaseModel):
     flight: int
 
 
+class DeclaredKeyless(BaseModel):
+    """Keyless on purpose: rows are appended, identified by batch and row number."""
+
+    __batchyard_key__ = ()
+
+    carrier: str
+    flight: int
+
+
 class Flight(BaseModel):
     __batchyard_key__ = ("carrier", "flight")
 
