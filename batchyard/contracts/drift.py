@@ -139,6 +139,16 @@ def _failing_pydantic(plan: SchemaPlan, spec, text: pa.Array):
             pc.is_in(normal, value_set=pa.array(bad_range, pa.string())))
 
 
+def _limits(spec) -> str:
+    """`ge=0, le=2400` or `choices 'a', 'b'`: what a value must meet besides its type."""
+    limits = [f"{name}={getattr(spec, name)}" for name in ("ge", "gt", "le", "lt", "min_length",
+                                                           "max_length", "pattern")
+              if getattr(spec, name) is not None]
+    if spec.choices is not None:
+        limits.append("choices " + ", ".join(repr(c) for c in spec.choices))
+    return ", ".join(limits) or "constraints"
+
+
 def _count(mask: pa.Array) -> int:
     return int(pc.sum(pc.fill_null(mask, False).cast(pa.int64())).as_py() or 0)
 
@@ -179,7 +189,7 @@ def check_drift(sample: Sample, plan: SchemaPlan, table: str, version: int,
                                   f"{now.kind}", _examples(normal, not_type)))
         if (n := _count(out_of_range)):
             changes.append(Change("out of range", spec.source_name, n, rows,
-                                  "values outside the contract's bounds, lengths, pattern or choices",
+                                  f"values outside the contract's {_limits(spec)}",
                                   _examples(normal, out_of_range)))
         if spec.required and (n := rows - len(text.drop_null())):
             changes.append(Change("missing values", spec.source_name, n, rows,

@@ -298,8 +298,10 @@ def infer_model(sample: Sample, name: str | None = None, key: str | None = None,
                                      f"{sample.path.name} (columns: {', '.join(sample.header)})")
         chosen, reason = tuple(by_any[k.lower()] for k in wanted), "--key"
     for f in fields:
-        if f.name in chosen:
+        if f.name in chosen:  # a key is never missing, and ids grow: no bounds on it
             f.optional = False
+            f.constraints.pop("ge", None)
+            f.constraints.pop("le", None)
     stem = sample.path.stem
     chosen_class = name if name and name.isidentifier() else class_name(name or stem)
     return ModelSpec(chosen_class, table or table_name(stem),

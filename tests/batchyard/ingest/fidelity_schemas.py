@@ -31,6 +31,7 @@ class DeclaredKeyless(BaseModel):
     """Keyless on purpose: rows are appended, identified by batch and row number."""
 
     __batchyard_key__ = ()
+    __batchyard_table__ = "flights"
 
     carrier: str
     flight: int

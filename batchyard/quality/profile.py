@@ -1,0 +1,175 @@
+"""A quality profile of a batch: per column its nulls, approximate distinct count, minimum and
+maximum, top values or a histogram, and the records rejected because of it. Pure functions.
+
+Each chunk is profiled from the table already in memory when it is prepared (no second read);
+chunk profiles are small JSON documents kept in the ledger with the chunk, and merge into the
+batch's. Distinct counts merge through a k-minimum-values sketch (exact below `SKETCH` distinct
+values, about 6 % off above); top values are summed over the chunks' own top lists, so for a
+column of many values they are approximate; histograms are re-binned onto the batch's range.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SKETCH = 256
+TOP = 10
+BINS = 10
+NUMERIC = ("int", "float", "decimal")
+_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\.[^:]*)?: ")
+
+
+def _hashes(values: pa.Array) -> list[int]:
+    """64-bit hashes of distinct values (pandas' vectorised hash), the smallest SKETCH kept."""
+    from pandas.util import hash_array
+
+    uniques = pc.unique(values.drop_null())
+    if not len(uniques):
+        return []
+    kind = uniques.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        data = uniques.to_numpy(zero_copy_only=False)
+    elif pa.types.is_temporal(kind):
+        storage = pa.int32() if kind.bit_width == 32 else pa.int64()
+        data = uniques.view(storage).to_numpy(zero_copy_only=False)
+    else:
+        data = np.asarray(pc.cast(uniques, pa.string()).to_pylist(), dtype=object)
+    hashed = np.sort(hash_array(data, categorize=False))
+    return [int(h) for h in hashed[:SKETCH]]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _histogram(values: pa.Array) -> dict | None:
+    numbers = pc.cast(values.drop_null(), pa.float64()).to_numpy(zero_copy_only=False)
+    numbers = numbers[np.isfinite(numbers)]
+    if not len(numbers):
+        return None
+    low, high = float(numbers.min()), float(numbers.max())
+    counts, _ = np.histogram(numbers, bins=BINS, range=(low, high if high > low else low + 1))
+    return {"low": low, "high": high, "counts": [int(c) for c in counts]}
+
+
+def rejects_by_field(errors: list[str], fields: list[str]) -> dict[str, int]:
+    """How many failed records each field caused, from their errors (`age: Input should be
+    ...; email: ...`); an error naming no field counts under `(record)`."""
+    known = set(fields)
+    counts: dict[str, int] = {}
+    for error in errors:
+        named = {m.group(1) for part in error.split("; ") if (m := _FIELD.match(part))} & known
+        for name in named or {"(record)"}:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def profile_chunk(columns: dict[str, str], table: pa.Table, rejected: int,
+                  errors: list[str]) -> dict:
+    """The profile of one prepared chunk: `columns` maps field → kind; `table` is the typed
+    rows to load; `rejected` records failed and `errors` their messages."""
+    profile: dict[str, Any] = {"rows": table.num_rows, "rejected": rejected, "columns": {}}
+    by_field = rejects_by_field(errors, list(columns))
+    for name, kind in columns.items():
+        values = table[name].combine_chunks() if name in table.column_names else pa.nulls(0)
+        present = len(values) - values.null_count
+        column: dict[str, Any] = {"kind": kind, "nulls": values.null_count,
+                                  "rejects": by_field.get(name, 0), "sketch": _hashes(values),
+                                  "exact": True}
+        column["exact"] = len(column["sketch"]) < SKETCH
+        if present:
+            extremes = pc.min_max(values)
+            column["min"], column["max"] = (_plain(extremes["min"].as_py()),
+                                            _plain(extremes["max"].as_py()))
+        if kind in NUMERIC:
+            column["histogram"] = _histogram(values) if present else None
+        elif present:
+            counts = pc.value_counts(values.drop_null())
+            order = pc.array_sort_indices(counts.field("counts"), order="descending")[:TOP]
+            column["top"] = [[_plain(v), int(n)] for v, n in zip(
+                pc.take(counts.field("values"), order).to_pylist(),
+                pc.take(counts.field("counts"), order).to_pylist(), strict=True)]
+        profile["columns"][name] = column
+    if by_field.get("(record)"):
+        profile["record_rejects"] = by_field["(record)"]
+    return profile
+
+
+def _distinct(sketch: list[int], exact: bool) -> int:
+    if exact or len(sketch) < SKETCH:
+        return len(sketch)
+    kth = sketch[SKETCH - 1]  # the k-th smallest of uniform 64-bit hashes
+    return round((SKETCH - 1) / (kth / 2**64)) if kth else len(sketch)
+
+
+def _rebin(histograms: list[dict]) -> dict | None:
+    found = [h for h in histograms if h]
+    if not found:
+        return None
+    low, high = min(h["low"] for h in found), max(h["high"] for h in found)
+    width = (high - low) / BINS if high > low else 1.0
+    counts = [0.0] * BINS
+    for h in found:
+        step = (h["high"] - h["low"]) / BINS
+        for i, n in enumerate(h["counts"]):
+            start = h["low"] + i * step
+            if not n:
+                continue
+            if step == 0:
+                counts[min(BINS - 1, int((start - low) / width))] += n
+                continue
+            end = start + step
+            for j in range(BINS):  # spread the bin over the batch's bins it overlaps
+                a, b = low + j * width, low + (j + 1) * width
+                overlap = max(0.0, min(b, end) - max(a, start))
+                counts[j] += n * overlap / step
+    return {"low": low, "high": high, "counts": [round(c) for c in counts]}
+
+
+def _min(values: list) -> Any:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _max(values: list) -> Any:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def merge_profiles(profiles: list[dict]) -> dict:
+    """The batch's profile from its chunks' (see the module's docstring)."""
+    merged: dict[str, Any] = {"rows": sum(p["rows"] for p in profiles),
+                              "rejected": sum(p["rejected"] for p in profiles),
+                              "record_rejects": sum(p.get("record_rejects", 0) for p in profiles),
+                              "chunks": len(profiles), "columns": {}}
+    names = list(dict.fromkeys(n for p in profiles for n in p["columns"]))
+    for name in names:
+        parts = [p["columns"][name] for p in profiles if name in p["columns"]]
+        sketch = sorted(set(h for part in parts for h in part["sketch"]))[:SKETCH]
+        exact = all(part["exact"] for part in parts) and len(sketch) < SKETCH
+        column = {"kind": parts[0]["kind"], "nulls": sum(part["nulls"] for part in parts),
+                  "rejects": sum(part["rejects"] for part in parts),
+                  "distinct": _distinct(sketch, exact), "distinct_exact": exact,
+                  "min": _min([part.get("min") for part in parts]),
+                  "max": _max([part.get("max") for part in parts])}
+        if column["kind"] in NUMERIC:
+            column["histogram"] = _rebin([part.get("histogram") for part in parts])
+        else:
+            top: dict[Any, int] = {}
+            for part in parts:
+                for value, count in part.get("top", []):
+                    top[value] = top.get(value, 0) + count
+            column["top"] = sorted(top.items(), key=lambda item: (-item[1], str(item[0])))[:5]
+        merged["columns"][name] = column
+    return merged
