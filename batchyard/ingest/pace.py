@@ -34,4 +34,4 @@ def ledger_pace(total: int, processed: int, status: str, attempt: dict | None,
     rate = rows / elapsed if rows and elapsed > 0 else None
     eta = eta_seconds(total - processed, rate) if status == "running" else None
     return {"rows_per_second": round(rate, 1) if rate is not None else None,
-            "eta_seconds": round(eta, 1) if eta is not None else None}
+            "eta_seconds": round(eta, 2) if eta is not None else None}

@@ -3,8 +3,8 @@ maximum, top values or a histogram, and the records rejected because of it. Pure
 
 Each chunk is profiled from the table already in memory when it is prepared (no second read);
 chunk profiles are small JSON documents kept in the ledger with the chunk, and merge into the
-batch's. Distinct counts merge through a k-minimum-values sketch (exact below `SKETCH` distinct
-values, about 6 % off above); top values are summed over the chunks' own top lists, so for a
+batch's. Distinct counts merge through a k-minimum-values sketch (exact while every chunk has
+fewer than `SKETCH` distinct values, about 6 % off otherwise); top values are summed over the chunks' own top lists, so for a
 column of many values they are approximate; histograms are re-binned onto the batch's range.
 """
 
@@ -156,11 +156,12 @@ def merge_profiles(profiles: list[dict]) -> dict:
     names = list(dict.fromkeys(n for p in profiles for n in p["columns"]))
     for name in names:
         parts = [p["columns"][name] for p in profiles if name in p["columns"]]
-        sketch = sorted(set(h for part in parts for h in part["sketch"]))[:SKETCH]
-        exact = all(part["exact"] for part in parts) and len(sketch) < SKETCH
+        union = sorted(set(h for part in parts for h in part["sketch"]))
+        exact = all(part["exact"] for part in parts)  # every chunk kept all its values' hashes
+        distinct = len(union) if exact else _distinct(union[:SKETCH], False)
         column = {"kind": parts[0]["kind"], "nulls": sum(part["nulls"] for part in parts),
                   "rejects": sum(part["rejects"] for part in parts),
-                  "distinct": _distinct(sketch, exact), "distinct_exact": exact,
+                  "distinct": distinct, "distinct_exact": exact,
                   "min": _min([part.get("min") for part in parts]),
                   "max": _max([part.get("max") for part in parts])}
         if column["kind"] in NUMERIC:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
+EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
 def sparkline(counts: list[int]) -> str:
@@ -24,7 +25,7 @@ def bars(top: list, rows: int, width: int = 10) -> str:
     parts = []
     for value, count in top[:3]:
         filled = width * count / peak
-        bar = "█" * int(filled) + (BLOCKS[round(8 * (filled % 1))] if filled % 1 >= 0.125 else "")
+        bar = "█" * int(filled) + EIGHTHS[round(8 * (filled % 1)) % 8].strip()
         parts.append(f"{_text(value)} {count / rows:.0%} {bar}")
     return " · ".join(parts)
 
