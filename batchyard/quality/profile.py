@@ -4,8 +4,9 @@ maximum, top values or a histogram, and the records rejected because of it. Pure
 Each chunk is profiled from the table already in memory when it is prepared (no second read);
 chunk profiles are small JSON documents kept in the ledger with the chunk, and merge into the
 batch's. Distinct counts merge through a k-minimum-values sketch (exact while every chunk has
-fewer than `SKETCH` distinct values, about 6 % off otherwise); top values are summed over the chunks' own top lists, so for a
-column of many values they are approximate; histograms are re-binned onto the batch's range.
+fewer than `SKETCH` distinct values, about 6 % off otherwise); top values are summed over the
+chunks' own top lists, so for a column of many values they are approximate; histograms are
+re-binned onto the batch's range.
 """
 
 from __future__ import annotations
