@@ -136,3 +136,36 @@ def test_the_schema_commands_only_read(tmp_path, sqlite_url):
     assert (missing.exit_code, missing.stderr.strip()) == (
         1, f"error: no such database: {sqlite_url}")
     assert not (tmp_path / "target.db").exists()
+
+
+def test_a_flow_run_with_schema_infer_saves_then_evolves_the_contract(tmp_path, penguins, sqlite_url):
+    """What a deployment's run does with `schema_name: infer` (no CLI in between)."""
+    from batchyard.readers import SourceOptions
+    from flows.batch_import import batch_import
+    from tests.helpers import run_to_end
+
+    options = SourceOptions(null_values=["NA"])
+    first, state = run_to_end(batch_import, source=_write(penguins, tmp_path / "penguins.csv"),
+                              schema_name="infer", db=sqlite_url, options=options)
+    assert (state.is_completed(), first["table"], first["success"]) == (True, "penguins", 344)
+    assert "/contracts/penguins-v1-" in first["schema"]
+    changed = _write(penguins.assign(observer="K. Gorman"), tmp_path / "penguins_observed.csv")
+    second, state = run_to_end(batch_import, source=changed, schema_name="infer", db=sqlite_url,
+                               table="penguins", options=options, evolve=True)
+    assert (state.is_completed(), second["success"]) == (True, 344)
+    assert "/contracts/penguins-v2-" in second["schema"]
+
+
+def test_a_contract_file_lost_from_the_work_directory_is_written_again(tmp_path, penguins, sqlite_url):
+    from pathlib import Path
+
+    from batchyard.contracts.resolve import prepare_schema
+    from batchyard.readers import SourceOptions
+
+    first = _first_import(tmp_path, penguins, sqlite_url)
+    path = Path(first["schema"].rpartition(":")[0])
+    text = path.read_text()
+    path.unlink()
+    assert prepare_schema(first["schema"], first["source"], SourceOptions(), sqlite_url, "penguins") == (
+        first["schema"], "penguins")
+    assert path.read_text() == text
