@@ -16,6 +16,7 @@ from batchyard.ingest.job import ChunkResult, ImportJob
 from batchyard.ingest.load import load_rows
 from batchyard.ingest.prepare import load_entries, prepare_chunk
 from batchyard.quality.profile import profile_chunk
+from batchyard.quality.store import record_chunk_profile
 from batchyard.schemas import load_schema
 from batchyard.settings import get_settings
 
@@ -74,7 +75,7 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
         success = prepared.output.num_rows - len(loaded.duplicates) - len(loaded.refused)
         pause_point("chunk-loaded")
         ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
-        ledger.record_chunk_profile(connection, job.batch_id, ref.index, profile)
+        record_chunk_profile(connection, job.batch_id, ref.index, profile)
     pause_point("chunk-committed")
     failed = sum(1 for e in entries if e.status == "failed")
     return ChunkResult(ref.index, ref.n_rows, success, failed, len(entries) - failed)

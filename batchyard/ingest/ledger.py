@@ -18,18 +18,10 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from batchyard.errors import BatchStateError
-from batchyard.ingest.ledger_schema import (
-    attempts,
-    batches,
-    chunk_profiles,
-    chunks,
-    metadata,
-    records,
-    with_times,
-)
+from batchyard.ingest.ledger_schema import attempts, batches, chunks, metadata, records, with_times
 
-__all__ = ["ACTIVE", "FINAL", "RecordEntry", "RetryOutcome", "attempts", "batches",
-           "chunk_profiles", "chunks", "metadata", "records", "with_times"]
+__all__ = ["ACTIVE", "FINAL", "RecordEntry", "RetryOutcome", "attempts", "batches", "chunks",
+           "metadata", "records", "with_times"]
 
 ACTIVE = ("pending", "running")
 FINAL = ("completed", "failed", "cancelled")
@@ -234,25 +226,6 @@ def commit_chunk(connection, batch_id: str, chunk_index: int, success: int,
     )
 
 
-def record_chunk_profile(connection, batch_id: str, chunk_index: int, profile: dict) -> None:
-    """A committed chunk's quality profile, in the chunk's transaction."""
-    condition = sa.and_(chunk_profiles.c.batch_id == batch_id,
-                        chunk_profiles.c.chunk_index == chunk_index)
-    connection.execute(chunk_profiles.delete().where(condition))
-    connection.execute(chunk_profiles.insert().values(
-        batch_id=batch_id, chunk_index=chunk_index, profile=json.dumps(profile, default=str)))
-
-
-def read_chunk_profiles(connection, batch_id: str) -> list[dict]:
-    """The profiles of a batch's committed chunks, in chunk order (none in an older ledger)."""
-    if connection.describe(chunk_profiles.name) is None:
-        return []
-    found = connection.execute(
-        sa.select(chunk_profiles.c.profile).where(chunk_profiles.c.batch_id == batch_id)
-        .order_by(chunk_profiles.c.chunk_index)).rows
-    return [json.loads(r[0]) for r in found]
-
-
 def fail_chunk(connection, batch_id: str, chunk_index: int, n_rows: int,
                error: str, error_code: str = "PROCESSING_ERROR") -> None:
     """A chunk that exhausted its retries: its records count as failed until it is resumed."""
@@ -325,7 +298,7 @@ def iter_records(session, batch_id: str, statuses: tuple[str, ...] = ("failed", 
 def reset_batch(connection, batch_id: str) -> None:
     """Forget a batch's chunks, records and attempts so that it runs again from the first
     record."""
-    for table in (records, chunks, attempts, chunk_profiles):
+    for table in (records, chunks, attempts):
         connection.execute(table.delete().where(table.c.batch_id == batch_id))
     connection.execute(batches.update().where(batches.c.batch_id == batch_id)
                        .values(status="pending", total=0, success=0, failed=0, ignored=0,

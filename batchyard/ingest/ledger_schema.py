@@ -81,14 +81,6 @@ records = sa.Table(
     sa.Index("ix_batchyard_records_status", "batch_id", "status"),
 )
 
-chunk_profiles = sa.Table(
-    "batchyard_chunk_profiles", metadata,
-    # a chunk's quality profile (batchyard/quality/profile.py), committed with its rows
-    sa.Column("batch_id", sa.String(64), primary_key=True),
-    sa.Column("chunk_index", sa.Integer, primary_key=True),
-    sa.Column("profile", sa.Text, nullable=False),
-)
-
 TIMES = ("created_at", "started_at", "finished_at", "committed_at", "heartbeat_at")
 
 

@@ -27,6 +27,7 @@ from batchyard.ingest.reimport import check_not_reimported, content_hash
 from batchyard.ingest.rejects import rejects_path, write_rejects
 from batchyard.ingest.spool import inspect_source, remove_spool, spool_dir, spool_source
 from batchyard.ingest.summary import batch_row, describe_failed_chunk, failed_chunk_cause, read_batch
+from batchyard.quality.store import ensure_profiles, forget_profiles
 from batchyard.readers import SourceOptions
 from batchyard.schemas import load_schema
 from batchyard.settings import get_settings
@@ -116,6 +117,7 @@ def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions | N
     sizes = get_settings().auto_chunk_sizes
     with session(job.db, write=True) as connection:
         ledger.ensure_ledger(connection)
+        ensure_profiles(connection)
         ensure_table(connection, plan, job.table)
         batch = ledger.get_batch(connection, job.batch_id)
         again = batch is not None and (fresh or batch["status"] == "completed")
@@ -138,6 +140,7 @@ def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions | N
                 delete_batch_rows(connection, plan, job.table, job.batch_id)
                 ledger.set_content_hash(connection, job.batch_id, digest)
             ledger.reset_batch(connection, job.batch_id)
+            forget_profiles(connection, job.batch_id)
         elif batch is not None:
             ledger.reopen_failed_chunks(connection, job.batch_id)
             kind = "resume"

@@ -70,8 +70,8 @@ def _number(value: float) -> str:
 
 def batch_profile(connection, batch_id: str) -> dict | None:
     """The merged profile of a batch's committed chunks, or None when none has one."""
-    from batchyard.ingest.ledger import read_chunk_profiles
     from batchyard.quality.profile import merge_profiles
+    from batchyard.quality.store import read_chunk_profiles
 
     profiles = read_chunk_profiles(connection, batch_id)
     return merge_profiles(profiles) if profiles else None
