@@ -64,7 +64,7 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
         raise
     prepared = prepare_chunk(plan, raw)
     entries = prepared.entries
-    rejected = [e.error for e in entries if e.status == "failed"]
+    rejected = [e.reason for e in entries if e.status == "failed"]  # errors without values
     profile = profile_chunk({c.name: c.kind for c in plan.columns}, prepared.output,
                             len(rejected), rejected)  # from the chunk in memory: no second read
     with session(job.db, write=True) as connection:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -27,23 +28,59 @@ NUMERIC = ("int", "float", "decimal")
 _FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\.[^:]*)?: ")
 
 
-def _hashes(values: pa.Array) -> list[int]:
-    """64-bit hashes of distinct values (pandas' vectorised hash), the smallest SKETCH kept."""
-    from pandas.util import hash_array
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-    uniques = pc.unique(values.drop_null())
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: uniform 64-bit hashes from any 64-bit integers."""
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _text_keys(values: pa.Array) -> np.ndarray:
+    """A 64-bit polynomial hash of each string, from Arrow's buffers in numpy (no Python
+    object per value): the cost of a chunk's profile stays small beside its validation."""
+    values = pc.cast(values, pa.large_string())
+    _, offset_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64)[values.offset:values.offset + len(values) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    keys = lengths.astype(np.uint64)
+    if not len(data) or not lengths.sum():
+        return keys
+    start, end = int(offsets[0]), int(offsets[-1])
+    chunk = data[start:end].astype(np.uint64)
+    position = np.arange(end - start, dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
+    with np.errstate(over="ignore"):
+        weights = np.power(np.uint64(1099511628211), position.astype(np.uint64))
+        terms = chunk * weights
+        nonempty = lengths > 0
+        sums = np.add.reduceat(terms, (offsets[:-1] - start)[nonempty])
+        keys[nonempty] = keys[nonempty] * _GOLDEN + sums
+    return keys
+
+
+def _hashes(uniques: pa.Array) -> list[int]:
+    """Hashes of a chunk's distinct values, the smallest SKETCH kept (a k-minimum-values sketch)."""
+    uniques = uniques.drop_null()
     if not len(uniques):
         return []
     kind = uniques.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        data = uniques.to_numpy(zero_copy_only=False)
-    elif pa.types.is_temporal(kind):
+    if pa.types.is_integer(kind) or pa.types.is_temporal(kind):
         storage = pa.int32() if kind.bit_width == 32 else pa.int64()
-        data = uniques.view(storage).to_numpy(zero_copy_only=False)
+        keys = uniques.view(storage).to_numpy(zero_copy_only=False).astype(np.int64)
+    elif pa.types.is_floating(kind):
+        keys = pc.cast(uniques, pa.float64()).to_numpy(zero_copy_only=False).view(np.int64)
+    elif pa.types.is_boolean(kind):
+        keys = pc.cast(uniques, pa.int64()).to_numpy(zero_copy_only=False)
     else:
-        data = np.asarray(pc.cast(uniques, pa.string()).to_pylist(), dtype=object)
-    hashed = np.sort(hash_array(data, categorize=False))
-    return [int(h) for h in hashed[:SKETCH]]
+        keys = _text_keys(pc.cast(uniques, pa.string()))
+    hashed = _mix(keys)
+    smallest = np.partition(hashed, SKETCH - 1)[:SKETCH] if len(hashed) > SKETCH else hashed
+    return [int(h) for h in np.sort(smallest)]
 
 
 def _plain(value: Any) -> Any:
@@ -65,14 +102,14 @@ def _histogram(values: pa.Array) -> dict | None:
 
 
 def rejects_by_field(errors: list[str], fields: list[str]) -> dict[str, int]:
-    """How many failed records each field caused, from their errors (`age: Input should be
-    ...; email: ...`); an error naming no field counts under `(record)`."""
+    """How many failed records each field caused, from their errors or reasons (`age: Input
+    should be ...; email: ...`); one naming no field counts under `(record)`."""
     known = set(fields)
     counts: dict[str, int] = {}
-    for error in errors:
+    for error, times in Counter(errors).items():  # reasons repeat: each is parsed once
         named = {m.group(1) for part in error.split("; ") if (m := _FIELD.match(part))} & known
         for name in named or {"(record)"}:
-            counts[name] = counts.get(name, 0) + 1
+            counts[name] = counts.get(name, 0) + times
     return counts
 
 
@@ -85,10 +122,11 @@ def profile_chunk(columns: dict[str, str], table: pa.Table, rejected: int,
     for name, kind in columns.items():
         values = table[name].combine_chunks() if name in table.column_names else pa.nulls(0)
         present = len(values) - values.null_count
+        counts = pc.value_counts(values.drop_null()) if present else None
+        sketch = _hashes(counts.field("values")) if present else []
         column: dict[str, Any] = {"kind": kind, "nulls": values.null_count,
-                                  "rejects": by_field.get(name, 0), "sketch": _hashes(values),
-                                  "exact": True}
-        column["exact"] = len(column["sketch"]) < SKETCH
+                                  "rejects": by_field.get(name, 0), "sketch": sketch,
+                                  "exact": len(sketch) < SKETCH}
         if present:
             extremes = pc.min_max(values)
             column["min"], column["max"] = (_plain(extremes["min"].as_py()),
@@ -96,11 +134,11 @@ def profile_chunk(columns: dict[str, str], table: pa.Table, rejected: int,
         if kind in NUMERIC:
             column["histogram"] = _histogram(values) if present else None
         elif present:
-            counts = pc.value_counts(values.drop_null())
-            order = pc.array_sort_indices(counts.field("counts"), order="descending")[:TOP]
+            top = pc.select_k_unstable(counts.field("counts"), k=min(TOP, len(counts)),
+                                       sort_keys=[("dummy", "descending")])
             column["top"] = [[_plain(v), int(n)] for v, n in zip(
-                pc.take(counts.field("values"), order).to_pylist(),
-                pc.take(counts.field("counts"), order).to_pylist(), strict=True)]
+                pc.take(counts.field("values"), top).to_pylist(),
+                pc.take(counts.field("counts"), top).to_pylist(), strict=True)]
         profile["columns"][name] = column
     if by_field.get("(record)"):
         profile["record_rejects"] = by_field["(record)"]

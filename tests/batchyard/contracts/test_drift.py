@@ -149,6 +149,15 @@ def test_a_flow_run_with_schema_infer_saves_then_evolves_the_contract(tmp_path, 
                               schema_name="infer", db=sqlite_url, options=options)
     assert (state.is_completed(), first["table"], first["success"]) == (True, "penguins", 344)
     assert "/contracts/penguins-v1-" in first["schema"]
+    from batchyard.engines import session
+    from batchyard.quality.report import batch_profile, render_profile
+    from tests.helpers import latest_artifact
+
+    with session(sqlite_url) as connection:
+        profile = batch_profile(connection, first["batch_id"])
+    assert profile["columns"]["sex"]["nulls"] == int((penguins["sex"] == "NA").sum())
+    assert latest_artifact(f"batch-{first['batch_id'].lower()}-profile")["data"] == render_profile(
+        profile, first["batch_id"], "penguins")
     changed = _write(penguins.assign(observer="K. Gorman"), tmp_path / "penguins_observed.csv")
     second, state = run_to_end(batch_import, source=changed, schema_name="infer", db=sqlite_url,
                                table="penguins", options=options, evolve=True)
