@@ -161,3 +161,32 @@ def test_infer_review_import_and_compare_with_pandas(tmp_path, sqlite_url, datas
     if len(frame) <= 100_000:
         assert summary["failed"] == 0  # the whole file was the sample: its bounds hold it all
     _compare(sqlite_url, plan.model.__batchyard_table__, frame[~refused], plan)
+
+
+def test_flights_in_parquet_a_type_change_is_refused_and_a_new_column_evolves(tmp_path, sqlite_url):
+    frame = flights().iloc[::40].reset_index(drop=True)
+    first = tmp_path / "flights.parquet"
+    frame.to_parquet(first, index=False)
+    result = invoke("import", first, "--schema", "infer", "--db", sqlite_url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["success"] == len(frame)
+
+    naive = frame.assign(time_hour=frame["time_hour"].str.removesuffix("Z"))
+    changed = tmp_path / "flights_naive.parquet"
+    naive.to_parquet(changed, index=False)
+    refused = invoke("import", changed, "--schema", "infer", "--table", "flights", "--db", sqlite_url)
+    shown = ", ".join(repr(v) for v in naive["time_hour"].unique()[:3])
+    assert refused.exit_code == 1
+    assert (f"  type change: time_hour: the contract says timestamptz; the file's values look like "
+            f"datetime ({len(frame):,} of {len(frame):,} sampled records); e.g. {shown}"
+            ) in refused.stderr.splitlines()
+
+    seasons = frame.assign(season=["winter" if m in (12, 1, 2) else "other" for m in frame["month"]])
+    later = tmp_path / "flights_seasons.parquet"
+    seasons.to_parquet(later, index=False)
+    evolved = invoke("import", later, "--schema", "infer", "--table", "flights", "--db", sqlite_url,
+                     "--evolve", "--json")
+    assert evolved.exit_code == 0, evolved.output
+    assert "version 2, evolved: added optional column(s) season" in evolved.stderr
+    assert rows(sqlite_url, "select season, count(*) from flights group by 1 order by 1") == [
+        (None, len(frame)), *sorted(seasons["season"].value_counts().items())]
