@@ -96,8 +96,8 @@ def _kind(values: pa.Array, typed: pa.DataType | None) -> tuple[str, int | None]
         return "bool", None
     if typed is not None and pa.types.is_decimal(typed):
         return "decimal", typed.scale
-    lowered = set(pc.unique(pc.utf8_lower(values)).to_pylist()) if len(values) < 5_000_000 else set()
-    if any(lowered <= words for words in BOOL_WORDS):
+    lowered = pc.utf8_lower(values)
+    if any(_all(pc.is_in(lowered, value_set=pa.array(sorted(words)))) for words in BOOL_WORDS):
         return "bool", None
     floating = typed is not None and pa.types.is_floating(typed)
     coded = not floating and pc.any(pc.match_substring_regex(values, LEADING_ZERO)).as_py()
