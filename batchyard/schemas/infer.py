@@ -265,7 +265,7 @@ def _pick_key(fields: list[FieldSpec], rows: int) -> tuple[tuple[str, ...], str]
     if not candidates:
         return (), "no column is unique and never missing in the sample: keyless"
     named = [f for f in candidates if f.name.lower() == "id"] or \
-        [f for f in candidates if f.name.lower().endswith("id")] or candidates
+        [f for f in candidates if f.name.lower().endswith("_id")] or candidates
     chosen = named[0]
     return (chosen.name,), f"{chosen.name} is unique and never missing in the sample"
 
