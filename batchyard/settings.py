@@ -75,6 +75,10 @@ def _settings_class() -> type:
         pause_file: str | None = Field(
             None, description="The marker file a paused run writes and waits on until it is deleted."
         )
+        drift_threshold: float = Field(
+            0.01, ge=0, le=1,
+            description="Share of sampled records whose values break a table's contract above "
+                        "which `--schema infer` stops the import as drift (fewer are rejects).")
         work_dir: Path = Field(
             Path.home() / ".cache" / "batchyard",
             description="Where sources are spooled into chunk files while a batch runs; shared "

@@ -20,6 +20,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from batchyard.contracts.resolve import prepare_schema
 from batchyard.errors import BatchyardError
 from batchyard.ingest.job import resolve_job
 from batchyard.ingest.lease import BatchLease
@@ -54,12 +55,15 @@ def batch_import(
     rejects_file: str | None = None,
     task_runner: TaskRunnerName = "thread",  # where chunk tasks run: thread, process or dask
     dask_address: str | None = None,  # scheduler of an existing Dask cluster (task_runner dask)
+    evolve: bool = False,  # schema_name "infer": accept new columns as a new contract version
 ):
     """Import `source` into `table` of `db` as batch `batch_id` (new when not given); returns
     the batch's summary, or a Failed (Cancelled) state holding it when the batch did not
     complete."""
     started = dt.datetime.now(dt.UTC)  # the attempt's start: a wait for the lock counts
-    job = resolve_job(source, schema_name, database_url(db), table, batch_id)
+    url = database_url(db)
+    schema_name, table = prepare_schema(schema_name, source, options, url, table, evolve)
+    job = resolve_job(source, schema_name, url, table, batch_id)
     with open_runner(task_runner, dask_address, max_parallel) as runner:
         batch = open_batch(job, chunk_size, options, fresh, started)
         with BatchLease(job) as lease:

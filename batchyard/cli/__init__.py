@@ -15,7 +15,7 @@ import sys
 import typer
 
 from batchyard import local_server, temporary_server
-from batchyard.cli import batches, etl, samples, server, stream
+from batchyard.cli import batches, etl, quality, samples, schemas, server, stream
 from batchyard.cli.common import EXIT_ERROR, prefect_environment
 from batchyard.errors import BatchyardError
 
@@ -43,6 +43,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 # The order `batchyard --help` lists them in: commands first, then the `stream` group.
 batches.register(app)
 samples.register(app)
+quality.register(app)
+schemas.register(app)
 stream.register(app)
 etl.register(app)
 server.register(app)

@@ -48,7 +48,9 @@ def register(app: typer.Typer) -> None:
 
 def import_(
     source: Annotated[Path, typer.Argument(help="CSV, JSON Lines, Parquet or .xlsx file.")],
-    schema: Annotated[str, typer.Option(help="users, orders, or module:Class.")] = "users",
+    schema: Annotated[str, typer.Option(help=(
+        "users, orders, module:Class, PATH.py:Class, or infer (the table's saved contract; "
+        "inferred from the file and saved when it has none)."))] = "users",
     db: Annotated[str, typer.Option(help="Target database URL.")] = DEFAULT_DB,
     table: Annotated[str | None, typer.Option(help="Target table; default from the schema.")] = None,
     chunk_size: Annotated[str, typer.Option(
@@ -69,6 +71,11 @@ def import_(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     task_runner: TaskRunnerOption = "thread",
     dask_address: DaskAddressOption = None,
+    evolve: Annotated[bool, typer.Option(help=(
+        "With --schema infer: accept new columns as a new contract version (the table gains "
+        "them) instead of stopping the import."))] = False,
+    key: Annotated[str | None, typer.Option(help=(
+        "With --schema infer and no saved contract: the key column(s), or none (keyless)."))] = None,
 ) -> None:
     """Import a file into a database table as a batch (the batch-import flow)."""
     from batchyard.ingest.lifecycle import preflight
@@ -76,6 +83,11 @@ def import_(
     size = _chunk_size(chunk_size)
     _at_least_one("--max-parallel", max_parallel)
     _check_runner(task_runner, dask_address)
+    if schema == "infer":
+        schema, table = _contract(source, db, table, key, evolve, fmt, delimiter, encoding, sheet,
+                                  null_values)
+    elif evolve or key is not None:
+        fail("--evolve and --key go with --schema infer")
     try:
         job, options = preflight(str(source), schema, resolve_db(db), table, batch_id, fmt,
                                  delimiter, encoding, sheet, fresh,
@@ -96,6 +108,26 @@ def import_(
         task_runner=task_runner, dask_address=dask_address,
     )
     report(finished(state, job), as_json)
+
+
+def _contract(source: Path, db: str, table: str | None, key: str | None, evolve: bool,
+              fmt, delimiter, encoding, sheet, null_values) -> tuple[str, str]:
+    """`--schema infer`: the table's contract (inferred and saved, used, or evolved), said on
+    stderr; drift is refused here with its report, before anything starts."""
+    from batchyard.contracts.resolve import ContractDrift, resolve_contract
+    from batchyard.ingest.lifecycle import source_options
+
+    try:
+        options = source_options(fmt, delimiter, encoding, sheet,
+                                 null_values.split(",") if null_values else None)
+        resolved = resolve_contract(source, options, resolve_db(db), table, key=key, evolve=evolve)
+    except ContractDrift as exc:
+        typer.echo(exc.report.render(), err=True)
+        fail(str(exc))
+    except BatchyardError as exc:
+        fail(str(exc))
+    typer.echo(resolved.describe(), err=True)
+    return resolved.schema_ref, resolved.table
 
 
 def _check_runner(name: str, dask_address: str | None) -> None:

@@ -239,6 +239,10 @@ def print_summary(summary: dict, as_json: bool) -> None:
         elapsed = summary.get("elapsed_seconds")
         wall = f" ({elapsed:.2f} s from the first start to the last end)" if attempts > 1 and elapsed else ""
         typer.echo(f"  duration {summary['duration_seconds']:.2f} s{of}{wall}")
+    if summary.get("rows_per_second"):
+        eta = summary.get("eta_seconds")
+        typer.echo(f"  {summary['rows_per_second']:,.0f} rows/s"
+                   + (f", ETA {eta:,.0f} s" if eta is not None else ""))
     history = summary.get("attempt_history") or []
     for attempt in history if len(history) > 1 else []:
         seconds = f"{attempt['seconds']:.2f} s" if attempt["seconds"] is not None else "running"

@@ -15,6 +15,8 @@ from batchyard.ingest import ledger
 from batchyard.ingest.job import ChunkResult, ImportJob
 from batchyard.ingest.load import load_rows
 from batchyard.ingest.prepare import duplicate_entry, load_entries, prepare_chunk
+from batchyard.quality.profile import profile_chunk
+from batchyard.quality.store import record_chunk_profile
 from batchyard.schemas import load_schema
 from batchyard.settings import get_settings
 
@@ -62,11 +64,14 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
         raise
     prepared = prepare_chunk(plan, raw)
     entries = prepared.entries
+    rejected = [e.reason for e in entries if e.status == "failed"]  # errors without values
+    profile = profile_chunk({c.name: c.kind for c in plan.columns}, prepared.output,
+                            len(rejected), rejected)  # from the chunk in memory: no second read
     pause_point("chunk-prepared", ref.index)
     with session(job.db, write=True) as connection:
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
             return ChunkResult(ref.index, ref.n_rows, skipped=True)
-        loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id,
+        loaded = load_rows(connection, job.table, prepared.output, plan.table_key, job.batch_id,
                            first_wins=functools.partial(ledger.lock_batch, connection, job.batch_id))
         entries += load_entries(prepared.output, loaded)
         success = prepared.output.num_rows - len(loaded.duplicates) - len(loaded.refused)
@@ -74,6 +79,7 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
             duplicate_entry(row, first, key) for row, first, key in loaded.displaced])
         pause_point("chunk-loaded")
         ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
+        record_chunk_profile(connection, job.batch_id, ref.index, profile)
     pause_point("chunk-committed")
     failed = sum(1 for e in entries if e.status == "failed")
     return ChunkResult(ref.index, ref.n_rows, success, failed, len(entries) - failed)

@@ -349,3 +349,9 @@ def reset_batch(connection, batch_id: str) -> None:
     connection.execute(batches.update().where(batches.c.batch_id == batch_id)
                        .values(status="pending", total=0, success=0, failed=0, ignored=0,
                                rejects_file=None, processed=0, attempts=0, work_seconds=0.0))
+
+
+def set_content_hash(connection, batch_id: str, digest: str | None) -> None:
+    """The source content a keyless batch appends (see `ingest.reimport`)."""
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id)
+                       .values(content_hash=digest))

@@ -40,6 +40,8 @@ batches = sa.Table(
     # committed chunks (its progress), and its attempts with the seconds they took together
     sa.Column("stage", sa.String(16)), sa.Column("processed", sa.BigInteger),
     sa.Column("attempts", sa.Integer), sa.Column("work_seconds", sa.Float),
+    # a keyless batch's source content (SHA-256), so the same file is not appended twice
+    sa.Column("content_hash", sa.String(64)),
 )
 
 attempts = sa.Table(

@@ -23,10 +23,12 @@ from batchyard.identifiers import check_identifier
 from batchyard.ingest import early_spool, ledger
 from batchyard.ingest.job import ImportJob, resolve_job
 from batchyard.ingest.lease import describe_owner, owner_alive, owner_id
-from batchyard.ingest.load import ensure_table
+from batchyard.ingest.load import delete_batch_rows, ensure_table
+from batchyard.ingest.reimport import check_not_reimported, content_hash
 from batchyard.ingest.rejects import rejects_path, rejects_size, write_rejects
 from batchyard.ingest.spool import inspect_source, remove_spool, spool_dir, spool_source
 from batchyard.ingest.summary import batch_row, describe_failed_chunk, failed_chunk_cause, read_batch
+from batchyard.quality.store import ensure_profiles, forget_profiles
 from batchyard.readers import SourceOptions
 from batchyard.schemas import load_schema
 from batchyard.settings import get_settings
@@ -60,24 +62,33 @@ def preflight(source: str, schema_name: str, db: str, table: str | None, batch_i
 
     Returns the job and the source options; raises a BatchyardError saying what and where."""
     plan = load_schema(schema_name)
-    try:
-        options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, sheet=sheet,
-                                null_values=null_values or [])
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        raise ConfigurationError(f"invalid source option: {first['loc'][0]}: {message}") from None
+    options = source_options(fmt, delimiter, encoding, sheet, null_values)
     inspect_source(source, options, plan)
     job = resolve_job(str(Path(source).resolve()), schema_name, db, table, batch_id)
     check_identifier(job.table)
     if batch_id is not None:
         check_batch_id(batch_id)
     check_connection(db)
-    if batch_id is not None:  # a read: no lock is waited for before the run starts
-        with session(db) as connection:
-            if connection.describe(ledger.batches.name) is not None:
-                check_startable(read_batch(connection, batch_id), fresh)
+    with session(db) as connection:  # reads: no lock is waited for before the run starts
+        described = connection.describe(ledger.batches.name)
+        if described is not None and batch_id is not None:
+            check_startable(read_batch(connection, batch_id), fresh)
+        if described is not None and plan.keyless and not fresh and "content_hash" in described[0]:
+            check_not_reimported(connection, job.table, job.source, content_hash(job.source),
+                                 options.model_dump_json(), job.batch_id)
     return job, options
+
+
+def source_options(fmt: str | None, delimiter: str = ",", encoding: str = "utf-8",
+                   sheet: str | None = None, null_values: list[str] | None = None) -> SourceOptions:
+    """The source options of a command line. Raises ConfigurationError naming a bad one."""
+    try:
+        return SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, sheet=sheet,
+                             null_values=null_values or [])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigurationError(f"invalid source option: {first['loc'][0]}: {message}") from None
 
 
 def check_batch_id(batch_id: str) -> str:
@@ -107,17 +118,30 @@ def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions | N
     sizes = get_settings().auto_chunk_sizes
     with session(job.db, write=True) as connection:
         ledger.ensure_ledger(connection)
+        ensure_profiles(connection)
         ensure_table(connection, plan, job.table)
         batch = ledger.get_batch(connection, job.batch_id)
+        again = batch is not None and (fresh or batch["status"] == "completed")
+        digest = None
+        if plan.keyless and (batch is None or again):  # the content this batch appends
+            digest = content_hash(job.source)
+            if not fresh:
+                check_not_reimported(connection, job.table, job.source, digest,
+                                     options.model_dump_json(), job.batch_id)
         if batch is None:
             ledger.create_batch(connection, batch_id=job.batch_id, source=job.source,
                                 schema_name=job.schema_name, target_table=job.table,
                                 chunk_size=recorded_size(chunk_size, sizes),
-                                options=options.model_dump_json(), created_at=started_at)
+                                options=options.model_dump_json(), created_at=started_at,
+                                content_hash=digest)
         check_startable(batch, fresh)
         kind = "import"
-        if batch is not None and (fresh or batch["status"] == "completed"):
+        if again:
+            if plan.keyless:  # its rows were appended: a fresh run replaces them, not adds to them
+                delete_batch_rows(connection, plan, job.table, job.batch_id)
+                ledger.set_content_hash(connection, job.batch_id, digest)
             ledger.reset_batch(connection, job.batch_id)
+            forget_profiles(connection, job.batch_id)
         elif batch is not None:
             ledger.reopen_failed_chunks(connection, job.batch_id)
             kind = "resume"

@@ -61,12 +61,15 @@ def target_table(plan: SchemaPlan, name: str) -> sa.Table:
                   autoincrement=False)
         for c in plan.columns
     ]
+    lineage = plan.keyless  # a keyless table's rows are identified by batch and row number
     for name_, arrow_type in plan.derived.items():
         kind = "float" if pa.types.is_floating(arrow_type) else \
             "int" if pa.types.is_integer(arrow_type) else "str"
         columns.append(sa.Column(check_identifier(name_, "column name"), SQL_TYPES[kind]()))
-    columns += [sa.Column(BATCH, sa.Text().with_variant(sa.String(64), *MYSQL)),  # a checked id
-                sa.Column(ROW, sa.BigInteger)]
+    columns += [sa.Column(BATCH, sa.Text().with_variant(sa.String(64), *MYSQL),  # a checked id
+                          primary_key=lineage, nullable=not lineage),
+                sa.Column(ROW, sa.BigInteger, primary_key=lineage, nullable=not lineage,
+                          autoincrement=False)]
     return sa.Table(name, metadata, *columns)
 
 
@@ -85,12 +88,31 @@ def ensure_table(session: Session, plan: SchemaPlan, name: str) -> sa.Table:
             f"table {name} exists but has no column(s) {', '.join(missing)}; "
             "use another --table or add them"
         )
-    if set(keys) != set(plan.key):
+    if set(keys) != set(plan.table_key):
         raise ConfigurationError(
             f"table {name} exists but its primary key is ({', '.join(keys) or 'none'}), "
-            f"not ({', '.join(plan.key)})"
+            f"not ({', '.join(plan.table_key)})"
         )
     return table
+
+
+def add_columns(session: Session, plan: SchemaPlan, name: str) -> list[str]:
+    """Add the columns of `plan` an existing table lacks (a contract that evolved gained
+    optional columns); returns their names. Key columns are never added this way."""
+    table = target_table(plan, name)
+    existing = session.describe(name)
+    if existing is None:
+        return []
+    added = [c for c in table.columns if c.name not in existing[0] and not c.primary_key]
+    for column in added:
+        session.add_column(name, column)
+    return [c.name for c in added]
+
+
+def delete_batch_rows(session: Session, plan: SchemaPlan, name: str, batch_id: str) -> None:
+    """Remove the rows batch `batch_id` appended to a keyless table (before it runs afresh)."""
+    table = target_table(plan, name)
+    session.execute(table.delete().where(table.c[BATCH] == batch_id))
 
 
 @dataclass

@@ -106,7 +106,7 @@ def prepare_chunk(plan: SchemaPlan, raw: pa.Table) -> Prepared:
         RecordEntry(r.row_number, "failed", r.code, r.error, r.reason, r.payload)
         for r in checked.rejects
     ]
-    valid, duplicates = dedupe(checked.valid, plan.key)
+    valid, duplicates = dedupe(checked.valid, plan.key) if plan.key else (checked.valid, [])
     entries += [duplicate_entry(d.row_number, d.first_row, d.key) for d in duplicates]
     output = derive(valid, plan)
     schema = plan.output_schema()

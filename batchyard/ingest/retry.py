@@ -126,7 +126,7 @@ def retry_chunk(job: ImportJob, ref: ChunkRef, max_retries: int) -> RetryResult:
         result.not_failed = raw.num_rows - len(failed_now)
         raw = raw.filter(pc.is_in(raw[ROW], value_set=pa.array(list(failed_now), pa.int64())))
         prepared = prepare_chunk(plan, raw)
-        loaded = load_rows(connection, job.table, prepared.output, plan.key, job.batch_id)
+        loaded = load_rows(connection, job.table, prepared.output, plan.table_key, job.batch_id)
         entries = prepared.entries + load_entries(prepared.output, loaded)
         outcome = {e.row_number: e for e in entries}
         outcomes = []

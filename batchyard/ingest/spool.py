@@ -63,8 +63,12 @@ def match_columns(header: list[str], plan: SchemaPlan, path: Path) -> tuple[dict
     Raises SourceError naming the missing required columns, with a delimiter hint when the
     header is one column that holds a likely delimiter."""
     by_lower = {name.strip().lower(): name for name in header}
-    mapping = {spec.name: by_lower[spec.name.lower()] for spec in plan.columns
-               if spec.name.lower() in by_lower}
+    mapping = {}
+    for spec in plan.columns:  # a field with an alias is read from the header it names
+        for name in dict.fromkeys([spec.source_name.lower(), spec.name.lower()]):
+            if name in by_lower:
+                mapping[spec.name] = by_lower[name]
+                break
     missing = [name for name in plan.required_names if name not in mapping]
     if missing:
         hint = ""
@@ -92,7 +96,8 @@ def inspect_source(path: str | Path, options: SourceOptions, plan: SchemaPlan) -
     if not header:
         raise SourceError(f"{reader.path}: no header and no records")
     if not reader.header_names_columns:  # records name their fields: extra keys are ignored
-        return InspectedSource(reader, header, {spec.name: spec.name for spec in plan.columns}, [])
+        return InspectedSource(reader, header, {spec.name: spec.source_name for spec in plan.columns},
+                               [])
     for position, name in enumerate(header, 1):
         if any(ord(c) < 32 and c not in "\t" for c in name):
             raise SourceError(f"{reader.path}: line 1: header column {position} ({name!r}) "

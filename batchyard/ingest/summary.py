@@ -132,13 +132,14 @@ def batch_summary(db: str, batch_id: str) -> dict | None:
     `db` has no such batch. Raises ConfigurationError as `read_ledger` does."""
     with read_ledger(db) as connection:
         batch = read_batch(connection, batch_id)
-        return {**summary(batch), **details(connection, batch_id)} if batch else None
+        return {**summary(batch), **details(connection, batch_id), **pace(connection, batch)} \
+            if batch else None
 
 
 def final_report(db: str, batch: dict) -> dict:
     """The summary of a batch just closed (`batch`, its ledger row), with its `details`."""
     with session(db) as connection:
-        return {**summary(batch), **details(connection, batch["batch_id"])}
+        return {**summary(batch), **details(connection, batch["batch_id"]), **pace(connection, batch)}
 
 
 def failed_chunk_cause(chunk: dict) -> str:
@@ -182,6 +183,28 @@ def details(connection, batch_id: str) -> dict:
         "elapsed_seconds": round(elapsed, 3) if elapsed is not None else None,
         "failed_chunks": failed,
     }
+
+
+def pace(connection, batch: dict) -> dict:
+    """`rows_per_second` of the batch's last attempt and, while it runs, its `eta_seconds`."""
+    import datetime as dt
+
+    from batchyard.ingest.pace import ledger_pace
+
+    query = _select(connection, attempts)
+    last = None
+    if query is not None:
+        found = connection.execute(query.where(attempts.c.batch_id == batch["batch_id"])
+                                   .order_by(attempts.c.attempt.desc()).limit(1)).mappings()
+        last = with_times(dict(found[0]), attempts) if found else None
+    described = connection.describe(chunks.name)
+    if last is None or described is None or "committed_at" not in described[0]:
+        return ledger_pace(0, 0, batch["status"], None, [], None)  # an older ledger: no pace
+    committed = [with_times(dict(r), chunks) for r in connection.execute(
+        sa.select(chunks.c.n_rows, chunks.c.committed_at)
+        .where(chunks.c.batch_id == batch["batch_id"], chunks.c.status == "committed")).mappings()]
+    return ledger_pace(batch["total"] or 0, batch.get("processed") or 0, batch["status"], last,
+                       [(c["n_rows"], c["committed_at"]) for c in committed], dt.datetime.now(dt.UTC))
 
 
 def failure_reasons(connection, batch_id: str, limit: int = 10) -> list[tuple]:

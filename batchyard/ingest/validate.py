@@ -156,6 +156,8 @@ def _typed_rows(models: list[Any], plan: SchemaPlan, rows: list[int]) -> pa.Tabl
         values = [d.get(spec.name) for d in dumped]
         if spec.kind == "json":
             values = [None if v is None else json.dumps(v, default=str) for v in values]
+        elif spec.kind == "decimal":  # stored as a float (ARROW_TYPES), as every engine can
+            values = [None if v is None else float(v) for v in values]
         columns[spec.name] = pa.array(values, spec.arrow_type)
     columns[ROW] = pa.array(rows, pa.int64())
     return pa.table(columns)

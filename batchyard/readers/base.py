@@ -84,6 +84,11 @@ class Reader:
         `header()` returned. Raises SourceError for a problem that refuses the whole file."""
         raise NotImplementedError
 
+    def typed_columns(self) -> dict[str, pa.DataType]:
+        """The types a typed format declares for its columns (Parquet), else nothing: schema
+        inference then knows a float column whose values happen to be whole is a float."""
+        return {}
+
     def arrow(self, batch_rows: int) -> Iterator[pa.Table | pa.RecordBatch]:
         """Stream every column with the types the format gives (CSV: inferred by Arrow), in
         pieces of at most about `batch_rows` records: what the ETL pipeline loads, which takes

@@ -34,6 +34,9 @@ class ParquetReader(Reader):
     def header(self) -> list[str]:
         return list(self._open().schema_arrow.names)
 
+    def typed_columns(self) -> dict[str, pa.DataType]:
+        return {f.name: f.type for f in self._open().schema_arrow}
+
     def records(self, mapping: dict[str, str], header: list[str]) -> Iterator[pa.Table]:
         parquet = self._open()
         fields = list(mapping)

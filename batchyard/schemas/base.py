@@ -19,6 +19,7 @@ import pyarrow as pa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, NaiveDatetime
 from pydantic.fields import FieldInfo
 
+from batchyard.chunks import BATCH, ROW
 from batchyard.errors import ConfigurationError
 
 
@@ -86,6 +87,12 @@ class ColumnSpec:
     markers: set[type] = field(default_factory=set)
     strip: bool = False
     vectorised: bool = True
+    alias: str | None = None
+    """The header the column is read from when it is not the field's name (`"Order ID"`)."""
+
+    @property
+    def source_name(self) -> str:
+        return self.alias or self.name
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -100,6 +107,14 @@ class SchemaPlan:
     key: tuple[str, ...]
     derived: dict[str, pa.DataType]
     vectorised: bool
+    keyless: bool = False
+    """Declared keyless (`__batchyard_key__ = ()`): rows are appended, each identified by its
+    batch and row number (`table_key`), so a resumed or retried chunk never writes twice."""
+
+    @property
+    def table_key(self) -> tuple[str, ...]:
+        """The target table's primary key: the schema's key, or (batch, row) when keyless."""
+        return self.key or (BATCH, ROW)
 
     @property
     def field_names(self) -> list[str]:
@@ -182,6 +197,7 @@ def _column_spec(name: str, info: FieldInfo) -> ColumnSpec:
         required=required,
         nullable=nullable,
         default=None if required else info.get_default(call_default_factory=True),
+        alias=info.alias if info.alias and info.alias != name else None,
     )
     _apply_metadata(spec, list(info.metadata) + metadata)
     if typing.get_origin(base) is Literal and all(isinstance(a, str) for a in typing.get_args(base)):
@@ -208,19 +224,31 @@ def _has_custom_validators(model: type[BaseModel]) -> bool:
     )
 
 
+def declared_key(model: type[BaseModel]) -> tuple[str, ...] | None:
+    """The model's `__batchyard_key__` as declared (`()` for keyless), None when undeclared."""
+    for klass in model.__mro__:
+        if "__batchyard_key__" in vars(klass):
+            return tuple(vars(klass)["__batchyard_key__"] or ())
+    return None
+
+
 def compile_plan(model: type[BaseModel], name: str | None = None) -> SchemaPlan:
     """The plan of a pydantic model: its column specs, key and derived columns.
 
     The key is `__batchyard_key__`, else a field named `id`; batchyard never picks one the user
-    did not name (keyed on a wrong column, most records would be ignored as duplicates).
-    Raises ConfigurationError for a model with neither."""
+    did not name (keyed on a wrong column, most records would be ignored as duplicates). A
+    model that declares `__batchyard_key__ = ()` is keyless. Raises ConfigurationError for a
+    model with no key declared and no `id` field."""
     columns = [_column_spec(n, f) for n, f in model.model_fields.items()]
     names = [c.name for c in columns]
-    key = tuple(getattr(model, "__batchyard_key__", ()) or (["id"] if "id" in names else []))
-    if not key:
+    declared = declared_key(model)
+    keyless = declared == ()
+    key = declared or (("id",) if "id" in names and declared is None else ())
+    if not key and not keyless:
         raise ConfigurationError(
             f"schema {name or model.__name__}: no key: declare one with __batchyard_key__ = "
-            f"(\"{names[0] if names else 'column'}\",) on {model.__name__} (or give it an id field)"
+            f"(\"{names[0] if names else 'column'}\",) on {model.__name__} (or give it an id field; "
+            f"__batchyard_key__ = () declares it keyless)"
         )
     unknown = [k for k in key if k not in names]
     if unknown:
@@ -238,4 +266,5 @@ def compile_plan(model: type[BaseModel], name: str | None = None) -> SchemaPlan:
         key=key,
         derived=derived,
         vectorised=vectorised,
+        keyless=keyless,
     )

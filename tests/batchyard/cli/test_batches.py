@@ -45,7 +45,7 @@ def test_import_json_output_and_status(tmp_path, sqlite_url):
     [
         (["import", "{tmp}/missing.csv"], "error: {tmp}/missing.csv: no such file"),
         (["import", "{users}", "--schema", "nope"],
-         "error: unknown schema 'nope': use one of orders, users or module:Class"),
+         "error: unknown schema 'nope': use one of orders, users, module:Class or PATH.py:Class"),
         (["import", "{users}", "--schema", "no_such_module:Model"],
          "error: schema 'no_such_module:Model': cannot import module 'no_such_module': "
          "No module named 'no_such_module'"),

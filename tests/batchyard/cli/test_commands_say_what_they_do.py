@@ -25,10 +25,11 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-READ_ONLY = [["status", "b1"], ["list"], ["metrics"], ["errors", "b1"]]
+READ_ONLY = [["status", "b1"], ["list"], ["metrics"], ["errors", "b1"], ["profile", "b1"],
+             ["schema", "show", "t"], ["schema", "diff", "t"], ["schema", "history", "t"]]
 
 
-@pytest.mark.parametrize("command", READ_ONLY, ids=lambda c: c[0])
+@pytest.mark.parametrize("command", READ_ONLY, ids=lambda c: "-".join(c[:-1]) or c[0])
 def test_read_only_commands_create_no_database_file(tmp_path, command):
     path = tmp_path / "typo.db"
     result = invoke(*command, "--db", f"sqlite:///{path}")
@@ -36,7 +37,7 @@ def test_read_only_commands_create_no_database_file(tmp_path, command):
     assert not path.exists()
 
 
-@pytest.mark.parametrize("command", READ_ONLY, ids=lambda c: c[0])
+@pytest.mark.parametrize("command", READ_ONLY, ids=lambda c: "-".join(c[:-1]) or c[0])
 def test_read_only_commands_create_no_ledger(db_url, command):
     with session(db_url, write=True) as current:
         current.sql("CREATE TABLE mine (id INTEGER)")

@@ -27,6 +27,16 @@ class Keyless(BaseModel):
     flight: int
 
 
+class DeclaredKeyless(BaseModel):
+    """Keyless on purpose: rows are appended, identified by batch and row number."""
+
+    __batchyard_key__ = ()
+    __batchyard_table__ = "flights"
+
+    carrier: str
+    flight: int
+
+
 class Flight(BaseModel):
     __batchyard_key__ = ("carrier", "flight")
 

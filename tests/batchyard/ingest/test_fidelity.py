@@ -138,8 +138,11 @@ def test_a_model_without_a_key_is_refused_in_one_line():
         load_schema("tests.batchyard.ingest.fidelity_schemas:Keyless")
     assert str(caught.value) == (
         "schema tests.batchyard.ingest.fidelity_schemas:Keyless: no key: declare one with "
-        '__batchyard_key__ = ("carrier",) on Keyless (or give it an id field)')
+        '__batchyard_key__ = ("carrier",) on Keyless (or give it an id field; '
+        "__batchyard_key__ = () declares it keyless)")
     assert load_schema("tests.batchyard.ingest.fidelity_schemas:Flight").key == ("carrier", "flight")
+    declared = load_schema("tests.batchyard.ingest.fidelity_schemas:DeclaredKeyless")
+    assert (declared.key, declared.keyless, declared.table_key) == ((), True, ("_batch_id", "_row_number"))
 
 
 def test_most_records_ignored_as_duplicates_is_a_warning(tmp_path, sqlite_url):

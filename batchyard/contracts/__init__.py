@@ -1,0 +1,1 @@
+"""Contracts: inferred schemas saved beside a table, versioned, checked for drift."""
