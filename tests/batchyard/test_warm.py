@@ -113,8 +113,8 @@ def test_killing_the_command_kills_the_child_doing_its_work(tmp_path, served):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
         env={**served, "BATCHYARD_PAUSE_AT": "chunk-committed:1", "BATCHYARD_PAUSE_FILE": str(marker)})
     deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not (marker.exists() and marker.read_text().endswith("\n")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the marker is created, then written
     child = int(marker.read_text().split()[1])
     assert child != command.pid and pid_alive(child)
     command.send_signal(signal.SIGKILL)
