@@ -1,5 +1,6 @@
 """The `schema` commands: `infer` writes a reviewable pydantic module from a file; `show`,
-`diff` and `history` print the contracts saved in a ledger database (they only read)."""
+`diff` and `history` print the contracts saved in a ledger database (they only read); `save`
+makes a reviewed module a table's next contract version."""
 
 from __future__ import annotations
 
@@ -125,6 +126,29 @@ def history(
                    f"(from {c['source']})")
 
 
+def save(
+    table: Annotated[str, typer.Argument(help="The target table.")],
+    schema: Annotated[str, typer.Argument(help="The reviewed module, PATH.py:Class.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Save a reviewed module as the table's next contract version (what --schema infer then
+    imports with); the table gains its new optional columns."""
+    from batchyard.contracts.resolve import save_reviewed
+    from batchyard.schemas import is_file_ref
+
+    if not is_file_ref(schema):
+        fail(f"{schema!r}: give the module as PATH.py:Class")
+    try:
+        saved = save_reviewed(resolve_db(db), table, schema)
+    except BatchyardError as exc:
+        fail(str(exc))
+    if saved.action == "used":
+        typer.echo(f"contract of table {table}: version {saved.version} is already this module; "
+                   "nothing saved")
+        return
+    typer.echo(saved.describe())
+
+
 def _contracts(db: str, table: str, read) -> list[dict]:
     try:
         contracts = read(resolve_db(db), table)
@@ -154,3 +178,4 @@ schema_app.command()(infer)
 schema_app.command()(show)
 schema_app.command()(diff)
 schema_app.command()(history)
+schema_app.command()(save)

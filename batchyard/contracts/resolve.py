@@ -17,7 +17,7 @@ from batchyard.contracts.drift import DriftReport, check_drift
 from batchyard.contracts.evolve import add_fields, new_fields
 from batchyard.contracts.store import latest, materialize, restore, save
 from batchyard.engines import check_connection, session
-from batchyard.errors import VALIDATION_ERROR, BatchyardError
+from batchyard.errors import VALIDATION_ERROR, BatchyardError, ConfigurationError
 from batchyard.identifiers import check_identifier
 from batchyard.ingest.load import add_columns
 from batchyard.readers import SourceOptions
@@ -51,7 +51,7 @@ class Resolved:
     schema_ref: str
     table: str
     version: int
-    action: str  # inferred | used | evolved
+    action: str  # inferred | used | evolved | saved
     added: list[str] = field(default_factory=list)
     report: DriftReport | None = None
 
@@ -61,6 +61,9 @@ class Resolved:
         if self.action == "evolved":
             return (f"contract of table {self.table}: version {self.version}, evolved: added "
                     f"optional column(s) {', '.join(self.added)}")
+        if self.action == "saved":
+            added = f"; the table gained {', '.join(self.added)}" if self.added else ""
+            return f"contract of table {self.table}: version {self.version}, saved{added}"
         return f"contract of table {self.table}: version {self.version}, the file matches it"
 
 
@@ -124,6 +127,34 @@ def resolve_contract(source: str | Path, options: SourceOptions, db: str, table:
         ref = materialize(row)
         add_columns(connection, load_schema(ref), table)
     return Resolved(ref, table, row["version"], "evolved", added, report)
+
+
+def save_reviewed(db: str, table: str, schema_ref: str) -> Resolved:
+    """A reviewed module (`PATH.py:Class`) as the next version of `table`'s contract
+    (`batchyard schema save`); the table gains the module's new optional columns. An unchanged
+    module saves nothing.
+
+    Raises ConfigurationError for a module that does not load as a schema, or whose key is
+    not the existing table's."""
+    check_identifier(table)
+    plan = load_schema(schema_ref)
+    path_text, _, class_name = schema_ref.rpartition(":")
+    text = Path(path_text).read_text()
+    check_connection(db)
+    with session(db, write=True) as connection:
+        current = latest(connection, table)
+        if current is not None and current["module_text"] == text and \
+                current["class_name"] == class_name:
+            return Resolved(materialize(current), table, current["version"], "used")
+        existing = connection.describe(table)
+        if existing is not None and set(existing[1]) != set(plan.table_key):
+            raise ConfigurationError(
+                f"{path_text}: its key ({', '.join(plan.table_key)}) is not table {table}'s "
+                f"({', '.join(existing[1]) or 'none'})")
+        row = save(connection, table, class_name, text, path_text,
+                   f"reviewed: saved from {Path(path_text).name}")
+        added = add_columns(connection, plan, table)
+    return Resolved(materialize(row), table, row["version"], "saved", added)
 
 
 def prepare_schema(schema_name: str, source: str, options: SourceOptions, db: str,

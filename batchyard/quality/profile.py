@@ -55,7 +55,8 @@ def _text_keys(values: pa.Array) -> np.ndarray:
     chunk = data[start:end].astype(np.uint64)
     position = np.arange(end - start, dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
     with np.errstate(over="ignore"):
-        weights = np.power(np.uint64(1099511628211), position.astype(np.uint64))
+        powers = np.cumprod(np.full(int(lengths.max()), np.uint64(1099511628211), dtype=np.uint64))
+        weights = np.concatenate([np.ones(1, np.uint64), powers[:-1]])[position]
         terms = chunk * weights
         nonempty = lengths > 0
         sums = np.add.reduceat(terms, (offsets[:-1] - start)[nonempty])

@@ -199,3 +199,28 @@ def test_the_key_of_a_first_inference_and_options_that_need_schema_infer(tmp_pat
     assert "    __batchyard_key__ = ()  # keyless: rows are appended, identified by batch and row" in shown
     wrong = invoke("import", planes, "--evolve", "--db", sqlite_url)
     assert (wrong.exit_code, wrong.stderr.strip()) == (1, "error: --evolve and --key go with --schema infer")
+
+
+def test_a_reviewed_module_becomes_the_next_contract_version(tmp_path, penguins, sqlite_url):
+    _first_import(tmp_path, penguins, sqlite_url)
+    module = tmp_path / "penguins_reviewed.py"
+    text = invoke("schema", "show", "penguins", "--db", sqlite_url).stdout
+    reviewed = text.replace("ge=2700, le=6300", "ge=0, le=10000") + "    note: str | None = None\n"
+    module.write_text(reviewed)
+    saved = invoke("schema", "save", "penguins", f"{module}:Penguins", "--db", sqlite_url)
+    assert (saved.exit_code, saved.stdout.strip()) == (
+        0, "contract of table penguins: version 2, saved; the table gained note")
+    again = invoke("schema", "save", "penguins", f"{module}:Penguins", "--db", sqlite_url)
+    assert again.stdout.strip() == ("contract of table penguins: version 2 is already this module; "
+                                    "nothing saved")
+    assert invoke("schema", "show", "penguins", "--db", sqlite_url).stdout == reviewed
+    heavy = penguins.copy()
+    heavy["body_mass_g"] = [v if v == "NA" else str(int(v) + 3000) for v in heavy["body_mass_g"]]
+    result = _import(_write(heavy, tmp_path / "heavy.csv"), sqlite_url)
+    assert result.exit_code == 0, result.output  # within the reviewed bounds: no drift
+    assert "contract of table penguins: version 2, the file matches it" in result.stderr
+    keyed = tmp_path / "keyed.py"
+    keyed.write_text(reviewed.replace("__batchyard_key__ = ()", '__batchyard_key__ = ("year",)'))
+    refused = invoke("schema", "save", "penguins", f"{keyed}:Penguins", "--db", sqlite_url)
+    assert (refused.exit_code, refused.stderr.strip()) == (
+        1, f"error: {keyed}: its key (year) is not table penguins's (_batch_id, _row_number)")
