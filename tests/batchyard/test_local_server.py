@@ -31,8 +31,29 @@ def _run(env: dict, *args, cwd: Path) -> subprocess.CompletedProcess:
                           env=env, cwd=cwd, timeout=300)
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _processes_of(home: Path) -> list[int]:
-    """Supervisors and Prefect servers running with this Prefect home."""
+    """Supervisors and Prefect servers running with this Prefect home; not the processes a
+    server forks for itself (same command line and environment, its pid as their parent)."""
+    found = _all_processes_of(home)
+    servers = {pid for pid in found if b"server_supervisor" not in _command_line(pid)}
+    return [pid for pid in found if _parent(pid) not in servers]
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _all_processes_of(home: Path) -> list[int]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
