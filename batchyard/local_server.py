@@ -34,6 +34,9 @@ from batchyard.settings import local_server_settings
 from batchyard.temporary_server import runs_a_flow, server_configured
 
 SUPERVISOR = "batchyard.server_supervisor"
+# A supervisor this new may not have its own command line yet (between fork and exec it still
+# has the command's that started it): alive is enough.
+STARTING = 10.0
 # Commands that use Prefect's API without running a flow: the local server when it is up.
 API_COMMANDS = {"stream stop"}
 
@@ -95,7 +98,7 @@ def current(paths: Paths) -> tuple[ServerState | None, ServerState | None]:
     state = read_state(paths)
     if state is None:
         return None, None
-    if supervisor_alive(state.pid):
+    if supervisor_alive(state.pid) or (pid_alive(state.pid) and time.time() - state.started < STARTING):
         return state, None
     with contextlib.suppress(FileNotFoundError):
         paths.state.unlink()

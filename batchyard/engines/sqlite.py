@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,11 +145,24 @@ def _connect(path: str):
     for pragma in (f"PRAGMA busy_timeout = {timeout_ms}", "PRAGMA journal_mode = WAL",
                    "PRAGMA synchronous = NORMAL", "PRAGMA temp_store = MEMORY",
                    "PRAGMA wal_autocheckpoint = 20000", "PRAGMA cache_size = -65536"):
-        cursor.execute(pragma)
-        if cursor.description:
-            cursor.fetchall()
+        _pragma(cursor, pragma, time.monotonic() + timeout_ms / 1000)
     cursor.close()
     return connection
+
+
+def _pragma(cursor, pragma: str, deadline: float) -> None:
+    """Run a pragma; switching a new file to WAL while other connections open it can be refused
+    as locked without SQLite's busy handler waiting, so that is tried again until `deadline`."""
+    while True:
+        try:
+            cursor.execute(pragma)
+            if cursor.description:
+                cursor.fetchall()
+            return
+        except Exception as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 _local = threading.local()
