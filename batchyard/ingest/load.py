@@ -196,30 +196,28 @@ def _merge(session: Session, table: str, data: pa.Table, key: tuple[str, ...], b
     if first_wins is not None:
         first_wins(False)
     source = session.stage(stage_name(table), table, data)
-    quote = session.quote
-    join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
     displaced = []
     if first_wins is not None:
-        found = session.sql(
-            f"SELECT {', '.join('s.' + quote(k) for k in key)}, t.{quote(ROW)}, s.{quote(ROW)} "
-            f"FROM {source} s JOIN {quote(table)} t ON {join} "
-            f"WHERE t.{quote(BATCH)} = {session.placeholder} "
-            f"AND t.{quote(ROW)} > s.{quote(ROW)} ORDER BY t.{quote(ROW)}",
-            (batch_id,),
-        )
-        displaced = [(r[len(key)], r[len(key) + 1], dict(zip(key, r[:len(key)], strict=True)))
-                     for r in found]
+        displaced = _same_key_rows(session, source, table, key, batch_id, "t", ">", "s")
     written = session.merge_from(table, source, data.column_names, key, BATCH,
                                  ROW if first_wins is not None else None)
     duplicates = []
     if written < data.num_rows:
-        found = session.sql(
-            f"SELECT {', '.join('s.' + quote(k) for k in key)}, s.{quote(ROW)}, t.{quote(ROW)} "
-            f"FROM {source} s JOIN {quote(table)} t ON {join} "
-            f"WHERE t.{quote(BATCH)} = {session.placeholder} "
-            f"AND t.{quote(ROW)} <> s.{quote(ROW)} ORDER BY s.{quote(ROW)}",
-            (batch_id,),
-        )
-        duplicates = [(r[len(key)], r[len(key) + 1], dict(zip(key, r[:len(key)], strict=True)))
-                      for r in found]
+        duplicates = _same_key_rows(session, source, table, key, batch_id, "s", "<>", "t")
     return LoadResult(written, duplicates, displaced=displaced)
+
+
+def _same_key_rows(session, source: str, table: str, key: list[str], batch_id: str, first: str,
+                   compare: str, second: str) -> list[tuple[int, int, dict]]:
+    """(row of `first`, row of `second`, key) for the staged rows whose key this batch already
+    holds in the table at another row (`t.ROW compare s.ROW`), ordered by `first`'s row."""
+    quote = session.quote
+    join = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
+    found = session.sql(
+        f"SELECT {', '.join('s.' + quote(k) for k in key)}, {first}.{quote(ROW)}, {second}.{quote(ROW)} "
+        f"FROM {source} s JOIN {quote(table)} t ON {join} "
+        f"WHERE t.{quote(BATCH)} = {session.placeholder} "
+        f"AND t.{quote(ROW)} {compare} s.{quote(ROW)} ORDER BY {first}.{quote(ROW)}",
+        (batch_id,),
+    )
+    return [(r[len(key)], r[len(key) + 1], dict(zip(key, r[:len(key)], strict=True))) for r in found]
