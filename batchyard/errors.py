@@ -119,6 +119,15 @@ def refused_by_mysql(exc: BaseException) -> bool:
             and bool(original.args) and original.args[0] in _MYSQL_DATA_ERRORS)
 
 
+def is_deadlock(exc: BaseException) -> bool:
+    """The database rolled this transaction back to break a deadlock: running it again is
+    safe and, with the other transaction committed, succeeds (MariaDB 1213, PostgreSQL 40P01)."""
+    original = getattr(exc, "orig", exc)
+    if type(original).__module__.startswith("pymysql"):
+        return bool(original.args) and original.args[0] == 1213
+    return getattr(original, "sqlstate", None) == "40P01"
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Transient I/O problems are retried (a lost connection, a lock wait timeout, a deadlock);
     anything batchyard itself raised is not, nor a value MariaDB refuses."""

@@ -1,6 +1,6 @@
 """MariaDB and MySQL through SQLAlchemy and PyMySQL; Arrow rows arrive by LOAD DATA LOCAL INFILE.
 
-Each bulk load writes the rows, in C (Arrow compute), to a CSV file that LOAD DATA reads as it
+Each bulk load writes the rows, with Arrow's CSV writer, to a CSV file that LOAD DATA reads as it
 is: every text value quoted, NULL unquoted, no escape character. A LOCAL load cannot be stopped
 half-way, so the server turns what would be errors (a key that exists, a value strict mode
 refuses) into warnings; the session reads them and raises: a conflict as a unique-key violation
@@ -17,7 +17,6 @@ import os
 import re
 import tempfile
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -44,35 +43,33 @@ _AT_ROW = re.compile(r"\s*\bat row (\d+)\s*$", re.IGNORECASE)
 _ROWS_PER_WRITE = 50_000
 
 
-def _field_text(column: pa.Array) -> pa.Array:
-    """One column as LOAD DATA text: strings (and anything else not a number or a date)
-    quoted with inner quotes doubled, booleans as 1/0, timestamps in UTC, nulls as NULL."""
+_WRITTEN_AS_THEY_ARE = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
+                        pa.types.is_floating, pa.types.is_decimal, pa.types.is_date)
+
+
+def _load_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """One column as Arrow's CSV writer should put it for LOAD DATA: booleans as 1/0,
+    timestamps in UTC without a zone, anything else not a number, a date or text as text."""
     kind = column.type
-    if pa.types.is_null(kind):
-        return pc.fill_null(pc.cast(column, pa.string()), "NULL")
+    if any(test(kind) for test in _WRITTEN_AS_THEY_ARE):
+        return column
     if pa.types.is_boolean(kind):
-        text = pc.cast(pc.cast(column, pa.int8()), pa.string())
-    elif pa.types.is_timestamp(kind):
-        text = pc.cast(pc.cast(column, pa.timestamp("us"), safe=False), pa.string())
-    elif (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
-          or pa.types.is_date(kind)):
-        text = pc.cast(column, pa.string())
-    else:
-        text = pc.replace_substring(pc.cast(column, pa.string()), '"', '""')
-        text = pc.binary_join_element_wise('"', text, '"', "")
-    return pc.fill_null(text, "NULL")
+        return pc.cast(column, pa.int8())
+    if pa.types.is_timestamp(kind):
+        return pc.cast(column, pa.timestamp("us"), safe=False)
+    return pc.cast(column, pa.string())
 
 
 def write_load_file(data: pa.Table, handle) -> None:
-    """Write `data` to `handle` as lines LOAD DATA reads with `LOAD_FORMAT` (no per-row Python)."""
-    for batch in data.to_batches(max_chunksize=_ROWS_PER_WRITE):
-        if not batch.num_rows:
-            continue
-        fields = [_field_text(column) for column in batch.columns]
-        lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "", "\n")
-        _, offsets, values = lines.buffers()
-        bounds = np.frombuffer(offsets, dtype=np.int32)[[lines.offset, lines.offset + len(lines)]]
-        handle.write(memoryview(values)[bounds[0]:bounds[1]])
+    """Write `data` to `handle` as lines LOAD DATA reads with `LOAD_FORMAT`, with Arrow's CSV
+    writer (C++, no per-row Python): text always quoted with inner quotes doubled, so the word
+    NULL unquoted is the only NULL and an empty quoted value the empty string."""
+    import pyarrow.csv as pcsv
+
+    columns = [_load_column(column) for column in data.columns]
+    pcsv.write_csv(pa.table(columns, names=data.column_names), handle,
+                   pcsv.WriteOptions(include_header=False, null_string="NULL", quoting_style="needed",
+                                     batch_size=_ROWS_PER_WRITE))
 
 
 LOAD_FORMAT = ("CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' "

@@ -9,7 +9,7 @@ import threading
 
 from batchyard.chunks import ChunkRef, read_chunk
 from batchyard.engines import checkpoint, session
-from batchyard.errors import PROCESSING_ERROR
+from batchyard.errors import PROCESSING_ERROR, is_deadlock
 from batchyard.faults import pause_point
 from batchyard.ingest import ledger
 from batchyard.ingest.job import ChunkResult, ImportJob
@@ -68,21 +68,44 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     profile = profile_chunk({c.name: c.kind for c in plan.columns}, prepared.output,
                             len(rejected), rejected)  # from the chunk in memory: no second read
     pause_point("chunk-prepared", ref.index)
+    for attempt in range(DEADLOCK_REDOS + 1):
+        try:
+            loaded = _load_chunk(job, ref, plan, prepared, entries, profile)
+            break
+        except Exception as exc:
+            if not is_deadlock(exc) or attempt == DEADLOCK_REDOS:
+                raise
+    if loaded is None:
+        return ChunkResult(ref.index, ref.n_rows, skipped=True)
+    entries, success = loaded
+    pause_point("chunk-committed")
+    failed = sum(1 for e in entries if e.status == "failed")
+    return ChunkResult(ref.index, ref.n_rows, success, failed, len(entries) - failed)
+
+
+DEADLOCK_REDOS = 5
+"""How often a chunk's transaction runs again at once after the database broke a deadlock with
+it (two chunks upgrading the batch's lock at the same moment), before its task's retries."""
+
+
+def _load_chunk(job: ImportJob, ref: ChunkRef, plan, prepared, entries: list,
+                profile: dict) -> tuple[list, int] | None:
+    """The chunk's one transaction: claim it, load its rows, record its entries and profile.
+    Returns all its record entries and the records written, or None when another run
+    committed it first."""
     with session(job.db, write=True) as connection:
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
-            return ChunkResult(ref.index, ref.n_rows, skipped=True)
+            return None
         loaded = load_rows(connection, job.table, prepared.output, plan.table_key, job.batch_id,
                            first_wins=functools.partial(ledger.lock_batch, connection, job.batch_id))
-        entries += load_entries(prepared.output, loaded)
+        entries = entries + load_entries(prepared.output, loaded)
         success = prepared.output.num_rows - len(loaded.duplicates) - len(loaded.refused)
         ledger.displace_records(connection, job.batch_id, [
             duplicate_entry(row, first, key) for row, first, key in loaded.displaced])
         pause_point("chunk-loaded")
         ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
         record_chunk_profile(connection, job.batch_id, ref.index, profile)
-    pause_point("chunk-committed")
-    failed = sum(1 for e in entries if e.status == "failed")
-    return ChunkResult(ref.index, ref.n_rows, success, failed, len(entries) - failed)
+    return entries, success
 
 
 def fail_chunk(job: ImportJob, ref: ChunkRef, error: str, code: str = PROCESSING_ERROR) -> None:
