@@ -9,6 +9,11 @@ its three standard streams (the file descriptors themselves, SCM_RIGHTS); this p
 child that takes them over and runs the command exactly as `batchyard` would, writing to the
 user's terminal and files directly, and reports the child's exit status back.
 
+Two kinds serve commands: the local server's (its supervisor starts and stops it), and, for
+commands run against a configured server (`PREFECT_API_URL` in the environment), one per API URL
+that the first such command leaves behind when it ends (`spawn`); that one stops by itself after
+`BATCHYARD_WARM_IDLE` seconds (600) without a command, or once the code it imported changed.
+
 Only commands whose Prefect settings this process was started with are served (the
 `signature`): Prefect reads its settings at import, so a command with other `PREFECT_*`
 variables runs the usual way. The same holds for code that changed since this process started
@@ -38,21 +43,71 @@ MAX_MESSAGE = 1 << 20
 _UNSIGNED = ("PREFECT_API_URL",)
 
 
-def address(home: Path) -> str:
-    """The warm process's socket for one Prefect home: in Linux's abstract namespace (a file's
-    path is limited to 107 bytes, a Prefect home's is not); it goes away with its process."""
-    digest = hashlib.sha256(str(home.expanduser().resolve()).encode()).hexdigest()[:32]
+IDLE_SECONDS = 600.0
+"""How long a warm process for a configured server waits for a command before it stops."""
+
+
+def address(home: Path, api_url: str | None = None) -> str:
+    """The warm process's socket for one Prefect home (and configured API URL): in Linux's
+    abstract namespace (a file's path is limited to 107 bytes, a Prefect home's is not); it
+    goes away with its process."""
+    key = str(home.expanduser().resolve()) + (f"\n{api_url}" if api_url else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return f"\0batchyard-warm-{digest}"
 
 
-def listening(home: Path) -> bool:
-    """Whether a warm process serves this Prefect home now."""
+def listening(home: Path, api_url: str | None = None) -> bool:
+    """Whether a warm process serves this Prefect home (and API URL) now."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
-            probe.connect(address(home))
+            probe.connect(address(home, api_url))
         except OSError:
             return False
     return True
+
+
+def idle_seconds(environ: Mapping[str, str]) -> float:
+    try:
+        return max(1.0, float(environ.get("BATCHYARD_WARM_IDLE", IDLE_SECONDS)))
+    except ValueError:
+        return IDLE_SECONDS
+
+
+def _files(home: Path, api_url: str) -> tuple[Path, Path]:
+    """The log and pid file of the warm process for `api_url`."""
+    stem = home / "batchyard-warm" / f"warm-{address(home, api_url)[16:]}"
+    return stem.with_suffix(".log"), stem.with_suffix(".pid")
+
+
+def stop_configured(home: Path) -> list[int]:
+    """Stop the warm processes of configured servers this Prefect home has (between commands:
+    one in a command's middle finishes it first); returns their pids."""
+    stopped = []
+    for pid_file in sorted((home / "batchyard-warm").glob("warm-*.pid")):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
+        with contextlib.suppress(OSError):
+            pid_file.unlink()
+    return stopped
+
+
+def spawn(home: Path, api_url: str, environ: Mapping[str, str]) -> None:
+    """Leave a warm process for `api_url` behind this command, in a session of its own, with
+    the environment the command started with; its log is `warm-<digest>.log` under
+    `$PREFECT_HOME/batchyard-warm/`. A second one for the same address exits at once (the
+    socket is taken)."""
+    import subprocess
+
+    log_file, _ = _files(home, api_url)
+    folder = log_file.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        subprocess.Popen([sys.executable, "-m", "batchyard.warm", str(home), api_url,
+                          str(idle_seconds(environ))], env=dict(environ), cwd=folder,
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True, close_fds=True)
 
 
 def signature(environ: Mapping[str, str]) -> list[list[str]]:
@@ -123,13 +178,18 @@ def preload(api_url: str) -> None:
 class Server:
     """The parent: accepts commands, forks a child for each, reports how each ended."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, idle: float | None = None):
         self.address = address
         self.signature = signature(os.environ)
         self.fingerprint = fingerprint()
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, socket.socket] = {}
         self.stopping = False
+        self.idle = idle
+        """Seconds without a command after which to stop (None: until told to, the local
+        server's warm process, whose supervisor stops it); with it, code that changed also
+        stops this process, so that the next command leaves a new one."""
+        self.last_active = time.monotonic()
 
     def listen(self) -> socket.socket:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -138,9 +198,16 @@ class Server:
         return listener
 
     def serve(self, listener: socket.socket) -> int | None:
-        """Run until told to stop (None) or, in a forked child, return the command's status."""
+        """Run until told to stop (None) or, in a forked child, return the command's status.
+        Once told, it takes no new command and waits for the ones running to end."""
         self.selector.register(listener, selectors.EVENT_READ, "accept")
-        while not self.stopping:
+        self.last_active = time.monotonic()  # idle from now, not from before the preload
+        accepting = True
+        while accepting or self.children:
+            if accepting and self.stopping:
+                self.selector.unregister(listener)
+                listener.close()
+                accepting = False
             for key, _ in self.selector.select(timeout=0.05):
                 if key.data == "accept":
                     with contextlib.suppress(OSError):
@@ -151,6 +218,12 @@ class Server:
                 else:  # a client went away before its command ended: it was killed
                     self.client_gone(key.fileobj, key.data)
             self.reap()
+            if self.children:
+                self.last_active = time.monotonic()
+            elif self.idle is not None and time.monotonic() - self.last_active > self.idle:
+                print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} unused for {self.idle:g} s: stopping",
+                      flush=True)
+                self.stopping = True
         return None
 
     def take(self, connection: socket.socket, listener: socket.socket) -> int | None:
@@ -161,6 +234,9 @@ class Server:
             connection.close()
             return None
         refusal = self.refusal(connection, request, fds)
+        if refusal and self.idle is not None and refusal.startswith("the code"):
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {refusal}: stopping", flush=True)
+            self.stopping = True
         if refusal:
             with contextlib.suppress(OSError):
                 send_message(connection, {"refused": refusal})
@@ -256,9 +332,10 @@ def become_command(request: dict, fds: list[int]) -> int:
     return 0
 
 
-def run(home: Path, api_url: str) -> int:
-    """The warm process's life: preload, listen, serve until SIGTERM or the parent's death."""
-    server = Server(address(home))
+def run(home: Path, api_url: str, idle: float | None = None) -> int:
+    """The warm process's life: preload, listen, serve until SIGTERM or the parent's death
+    (with `idle`: serving commands for the configured `api_url`, until idle that long)."""
+    server = Server(address(home, api_url if idle is not None else None), idle)
     # Stop between commands; a child resets these before it runs its command.
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, lambda signum, frame: setattr(server, "stopping", True))
@@ -267,12 +344,27 @@ def run(home: Path, api_url: str) -> int:
     import gc
 
     gc.freeze()  # the preloaded objects stay out of the collector's way in every child
-    listener = server.listen()
+    try:
+        listener = server.listen()
+    except OSError:  # another one took the address meanwhile
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} batchyard warm process {os.getpid()}: "
+              "another one serves these commands", flush=True)
+        return 0
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} batchyard warm process {os.getpid()}: ready after "
           f"{time.monotonic() - started:.1f} s", flush=True)
-    status = server.serve(listener)
+    pid_file = _files(home, api_url)[1] if idle is not None else None
+    if pid_file is not None:
+        pid_file.write_text(str(os.getpid()))
+    parent = os.getpid()
+    try:
+        status = server.serve(listener)
+    finally:
+        if pid_file is not None and os.getpid() == parent:
+            with contextlib.suppress(OSError):
+                if pid_file.read_text() == str(parent):
+                    pid_file.unlink()
     return 0 if status is None else status  # the forked child returns its command's
 
 
 if __name__ == "__main__":
-    sys.exit(run(Path(sys.argv[1]), sys.argv[2]))
+    sys.exit(run(Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else None))

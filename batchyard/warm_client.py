@@ -1,5 +1,6 @@
 """The `batchyard` console script: a flow command runs in the warm process when one serves it,
-else here as before (batchyard/warm.py says why and how).
+else here as before, and then, against a configured server, leaves one for the next command
+(batchyard/warm.py says why and how).
 
 Nothing heavy is imported on the warm path: the standard library, and batchyard's modules that
 import nothing else. A command the warm process runs behaves as one run here: the same streams
@@ -35,19 +36,28 @@ def settings_files(cwd: Path) -> bool:
         return True
 
 
-def warm_address(argv: list[str], environ=os.environ) -> str | None:
-    """The warm process's address, when this command is one it could run."""
+def warm_target(argv: list[str], environ=os.environ) -> tuple[Path, str | None] | None:
+    """The Prefect home and configured API URL (None: the local server's) of the warm process
+    that could run this command, or None when none could."""
     from batchyard.local_server import prefect_home
     from batchyard.temporary_server import runs_a_flow, server_configured
 
     if environ.get("BATCHYARD_WARM", "on").strip().lower() in OFF or not runs_a_flow(argv):
         return None
-    if environ.get("BATCHYARD_LOCAL_SERVER", "start").strip().lower() == "off":
-        return None
     cwd = Path.cwd()
-    if server_configured(environ, cwd) or settings_files(cwd):
+    if settings_files(cwd):
         return None
-    return warm.address(prefect_home(environ))
+    api_url = environ.get("PREFECT_API_URL", "").strip() or None
+    if api_url is None and (environ.get("BATCHYARD_LOCAL_SERVER", "start").strip().lower() == "off"
+                            or server_configured(environ, cwd)):
+        return None
+    return prefect_home(environ), api_url
+
+
+def warm_address(argv: list[str], environ=os.environ) -> str | None:
+    """The warm process's address, when this command is one it could run."""
+    target = warm_target(argv, environ)
+    return None if target is None else warm.address(*target)
 
 
 def run_warm(argv: list[str]) -> int | None:
@@ -113,13 +123,26 @@ def wait_for(connection: socket.socket, pid: int) -> int:
 
 
 def main() -> None:
+    environ = dict(os.environ)  # as it was: running the command here adds Prefect's defaults
     status = run_warm(sys.argv)
     if status is None:
         from batchyard.cli import main as run_here
 
-        run_here()
+        try:
+            run_here()
+        finally:
+            leave_warm_process(sys.argv, environ)
         return
     if status < 0:  # ended by a signal: end the same way
         signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
     sys.exit(status)
+
+
+def leave_warm_process(argv: list[str], environ: dict[str, str]) -> None:
+    """After a flow command against a configured server that no warm process served, start
+    one for the next (the local server's supervisor starts its own)."""
+    with contextlib.suppress(Exception):  # the command's outcome stands whatever happens here
+        target = warm_target(argv, environ)
+        if target is not None and target[1] is not None and not warm.listening(*target):
+            warm.spawn(target[0], target[1], environ)

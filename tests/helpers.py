@@ -47,8 +47,8 @@ def cli_env(tmp_path: Path, api: str | None = None, **extra: str) -> dict:
            if not k.startswith(("PREFECT_", "BATCHYARD_PAUSE"))}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                BATCHYARD_WORK_DIR=str(tmp_path / "work"))
-    if api:
-        env["PREFECT_API_URL"] = api
+    if api:  # no warm process left behind each command (tests/batchyard/test_warm.py has its own)
+        env.update(PREFECT_API_URL=api, BATCHYARD_WARM="off")
     env.update(extra)
     return env
 

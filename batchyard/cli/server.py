@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from batchyard import local_server
+from batchyard import local_server, warm
 from batchyard.cli.common import JsonOption, fail
 from batchyard.errors import BatchyardError
 from batchyard.settings import local_server_settings
@@ -54,10 +54,14 @@ def start(
 
 @server_app.command("stop")
 def stop() -> None:
-    """Stop the local Prefect server (after it has recorded what the last command sent)."""
-    state = local_server.stop(_paths())
+    """Stop the local Prefect server (after it has recorded what the last command sent), and the
+    warm processes commands against a configured server left."""
+    paths = _paths()
+    state = local_server.stop(paths)
     typer.echo("local Prefect server: not running" if state is None
                else f"local Prefect server on {state.ui_url} stopped (pid {state.pid})")
+    for pid in warm.stop_configured(paths.home):
+        typer.echo(f"warm process for a configured PREFECT_API_URL stopped (pid {pid})")
 
 
 @server_app.command("status")

@@ -141,3 +141,50 @@ def test_a_request_from_other_code_or_settings_is_refused(tmp_path, change, reas
                               [0, 1, 2]) is None
         assert reason in server.refusal(ours, request, [0, 1, 2])
         assert server.refusal(ours, request, [0, 1]) == "incomplete request"
+
+
+def _wait(predicate, seconds: float = 120) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return predicate()
+
+
+def _flow_run_state(api: str, stderr: str) -> str:
+    import re
+    import urllib.request
+
+    run_id = re.search(r"/runs/flow-run/([0-9a-f-]{36})", stderr).group(1)
+    with urllib.request.urlopen(f"{api}/flow_runs/{run_id}", timeout=10) as response:
+        return json.loads(response.read())["state"]["type"]
+
+
+def test_against_a_configured_server_a_command_leaves_a_warm_process_for_the_next(tmp_path,
+                                                                                  prefect_server):
+    env = cli_env(tmp_path, prefect_server, BATCHYARD_WARM="on", BATCHYARD_WARM_IDLE="300")
+    home = Path(env["PREFECT_HOME"])
+    write_users(tmp_path / "users.csv", 200, bad=False)
+    first, report = _run(env, tmp_path, "import", "users.csv", "--db", "sqlite:///a.db", "--json")
+    assert first.returncode == 0 and report is None, first.stderr  # nothing served it: ran here
+    assert _wait(lambda: warm.listening(home, prefect_server)), list((home / "batchyard-warm").iterdir())
+    assert not warm.listening(home)  # not the local server's
+
+    second, report = _run(env, tmp_path, "import", "users.csv", "--db", "sqlite:///b.db", "--json")
+    assert second.returncode == 0 and report is not None and report["status"] == 0, second.stderr
+    summary = _summary(second)
+    assert (summary["total"], summary["success"], summary["run_state"]) == (200, 200, "COMPLETED")
+    assert _flow_run_state(prefect_server, second.stderr) == "COMPLETED"  # on the configured server
+    assert rows(f"sqlite:///{tmp_path / 'b.db'}", "SELECT count(*) FROM users") == [(200,)]
+
+    stopped = subprocess.run([batchyard_command(), "server", "stop"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert "warm process for a configured PREFECT_API_URL stopped" in stopped.stdout, stopped
+    assert _wait(lambda: not warm.listening(home, prefect_server), 30)
+    third, report = _run(env, tmp_path, "import", "users.csv", "--db", "sqlite:///c.db", "--json",
+                         BATCHYARD_WARM_IDLE="3")
+    assert third.returncode == 0 and report is None
+    # the one it left stops by itself once unused for BATCHYARD_WARM_IDLE seconds
+    assert _wait(lambda: warm.listening(home, prefect_server), 120)
+    assert _wait(lambda: not warm.listening(home, prefect_server), 60)
+    assert not list((home / "batchyard-warm").glob("*.pid"))
+    assert "unused for 3 s: stopping" in "".join(p.read_text() for p in (home / "batchyard-warm").glob("*.log"))
