@@ -378,14 +378,18 @@ def start_local_server(env: dict, work: Path) -> None:
 
 
 def stop_local_server(env: dict, work: Path) -> None:
-    subprocess.run([str(BIN / "batchyard"), "server", "stop"], env=local_env(env, work),
-                   stdout=subprocess.DEVNULL)
+    """The local server and its warm process, and the warm process the running server's
+    commands left (`batchyard server stop` of each Prefect home)."""
+    for server_env in (local_env(env, work), env):
+        subprocess.run([str(BIN / "batchyard"), "server", "stop"], env=server_env,
+                       stdout=subprocess.DEVNULL)
 
 
 def warm_up(work: Path, env: dict, api: str) -> None:
     """A deployment's server has run flows before: the first flow run on a new server also
     creates the flow and the server is still settling, which is not the import's cost. The
-    same for the local server, which a user's earlier commands have used."""
+    same for the local server, which a user's earlier commands have used. Each leaves its warm
+    process, as a user's earlier command does (the first command against a server runs cold)."""
     source = work / "warm-up.csv"
     subprocess.run([str(BIN / "batchyard"), "generate", str(source), "--rows", "1000"],
                    check=True, env=env, stdout=subprocess.DEVNULL)
@@ -393,6 +397,12 @@ def warm_up(work: Path, env: dict, api: str) -> None:
         subprocess.run([str(BIN / "batchyard"), "import", str(source), "--db",
                         f"sqlite:///{work / 'warm-up.sqlite'}", "--json"], check=True,
                        env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from batchyard import warm
+
+    home = Path(env["PREFECT_HOME"])
+    deadline = time.monotonic() + 120
+    while not warm.listening(home, api) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def checked(summary: dict, rows: int, expected: dict | None = None) -> dict:

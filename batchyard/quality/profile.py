@@ -40,48 +40,69 @@ def _mix(values: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+_MASKS = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [2**64 - 1], dtype=np.uint64)
+"""The low `n` bytes of a 64-bit word (n = 0..8)."""
+
+
 def _text_keys(values: pa.Array) -> np.ndarray:
-    """A 64-bit polynomial hash of each string, from Arrow's buffers in numpy (no Python
-    object per value): the cost of a chunk's profile stays small beside its validation."""
+    """A 64-bit hash of each string, from Arrow's buffers in numpy (no Python object per
+    value), eight bytes at a time: each string's next word (read unaligned, its bytes past the
+    end masked off) mixed into its hash, the length first. The work is one pass over the
+    bytes, whatever the lengths: a string leaves the loop once its words are used up."""
     values = pc.cast(values, pa.large_string())
     _, offset_buffer, data_buffer = values.buffers()
     offsets = np.frombuffer(offset_buffer, dtype=np.int64)[values.offset:values.offset + len(values) + 1]
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(0, np.uint8)
     lengths = np.diff(offsets)
-    keys = lengths.astype(np.uint64)
-    if not len(data) or not lengths.sum():
+    keys = _mix(lengths)
+    active = np.flatnonzero(lengths > 0)
+    if not len(active):
         return keys
     start, end = int(offsets[0]), int(offsets[-1])
-    chunk = data[start:end].astype(np.uint64)
-    position = np.arange(end - start, dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
-    with np.errstate(over="ignore"):
-        powers = np.cumprod(np.full(int(lengths.max()), np.uint64(1099511628211), dtype=np.uint64))
-        weights = np.concatenate([np.ones(1, np.uint64), powers[:-1]])[position]
-        terms = chunk * weights
-        nonempty = lengths > 0
-        sums = np.add.reduceat(terms, (offsets[:-1] - start)[nonempty])
-        keys[nonempty] = keys[nonempty] * _GOLDEN + sums
+    padded = np.zeros(end - start + 8, np.uint8)
+    padded[:end - start] = np.frombuffer(data_buffer, dtype=np.uint8)[start:end]
+    words = np.ndarray((end - start + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    begins, step = offsets[:-1] - start, 0
+    while len(active):
+        remaining = lengths[active] - step
+        word = words[begins[active] + step] & _MASKS[np.minimum(remaining, 8)]
+        keys[active] = _mix(keys[active] ^ word)
+        active = active[remaining > 8]
+        step += 8
     return keys
 
 
-def _hashes(uniques: pa.Array) -> list[int]:
-    """Hashes of a chunk's distinct values, the smallest SKETCH kept (a k-minimum-values sketch)."""
-    uniques = uniques.drop_null()
-    if not len(uniques):
-        return []
-    kind = uniques.type
+def _keys(values: pa.Array) -> np.ndarray:
+    """64-bit integers that are equal exactly when the values are (hashed where they are text)."""
+    kind = values.type
     if pa.types.is_integer(kind) or pa.types.is_temporal(kind):
         storage = pa.int32() if kind.bit_width == 32 else pa.int64()
-        keys = uniques.view(storage).to_numpy(zero_copy_only=False).astype(np.int64)
-    elif pa.types.is_floating(kind):
-        keys = pc.cast(uniques, pa.float64()).to_numpy(zero_copy_only=False).view(np.int64)
-    elif pa.types.is_boolean(kind):
-        keys = pc.cast(uniques, pa.int64()).to_numpy(zero_copy_only=False)
-    else:
-        keys = _text_keys(pc.cast(uniques, pa.string()))
-    hashed = _mix(keys)
-    smallest = np.partition(hashed, SKETCH - 1)[:SKETCH] if len(hashed) > SKETCH else hashed
-    return [int(h) for h in np.sort(smallest)]
+        return values.view(storage).to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_floating(kind):
+        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False).view(np.int64)
+    if pa.types.is_boolean(kind):
+        return pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)
+    return _text_keys(pc.cast(values, pa.string())).view(np.int64)
+
+
+def _smallest_distinct(hashed: np.ndarray) -> np.ndarray:
+    """The SKETCH smallest distinct values of `hashed`, sorted: among its m smallest values
+    (numpy's partition, no sort) once those hold SKETCH distinct ones, else all of them."""
+    m = 2 * SKETCH
+    while len(hashed) > m:
+        found = np.unique(np.partition(hashed, m - 1)[:m])
+        if len(found) >= SKETCH:
+            return found[:SKETCH]
+        m *= 8
+    return np.unique(hashed)[:SKETCH]
+
+
+def _hashes(values: pa.Array) -> list[int]:
+    """A k-minimum-values sketch of the values (their smallest SKETCH distinct hashes): from
+    the values themselves, repeated or not, so that a chunk's numbers need no count of each."""
+    values = values.drop_null()
+    if not len(values):
+        return []
+    return [int(h) for h in _smallest_distinct(_mix(_keys(values)))]
 
 
 def _plain(value: Any) -> Any:
@@ -123,8 +144,9 @@ def profile_chunk(columns: dict[str, str], table: pa.Table, rejected: int,
     for name, kind in columns.items():
         values = table[name].combine_chunks() if name in table.column_names else pa.nulls(0)
         present = len(values) - values.null_count
-        counts = pc.value_counts(values.drop_null()) if present else None
-        sketch = _hashes(counts.field("values")) if present else []
+        # numbers get a histogram, not top values: their sketch needs no count of each value
+        counts = pc.value_counts(values.drop_null()) if present and kind not in NUMERIC else None
+        sketch = _hashes(counts.field("values") if counts is not None else values) if present else []
         column: dict[str, Any] = {"kind": kind, "nulls": values.null_count,
                                   "rejects": by_field.get(name, 0), "sketch": sketch,
                                   "exact": len(sketch) < SKETCH}

@@ -9,6 +9,7 @@ import importlib.resources
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -150,3 +151,29 @@ def test_pace_functions():
               (50, start - dt.timedelta(seconds=5))]  # the last from an earlier attempt
     assert ledger_pace(1_000, 250, "running", attempt, chunks, start + dt.timedelta(seconds=4)) == {
         "rows_per_second": 50.0, "eta_seconds": 15.0}
+
+
+@pytest.mark.parametrize("values", [
+    np.arange(100_000, dtype=np.uint64),  # all distinct
+    np.arange(100_000, dtype=np.uint64) % 300,  # heavy repeats, more distinct than the sketch
+    np.arange(100_000, dtype=np.uint64) % 200,  # fewer distinct than the sketch
+    np.repeat(np.arange(SKETCH, dtype=np.uint64), 7),  # exactly as many
+    np.array([5], dtype=np.uint64),
+])
+def test_the_smallest_distinct_hashes_are_those_of_a_full_sort(values):
+    from batchyard.quality.profile import _mix, _smallest_distinct
+
+    hashed = _mix(np.random.default_rng(1).permutation(values))
+    assert _smallest_distinct(hashed).tolist() == np.unique(hashed)[:SKETCH].tolist()
+
+
+def test_text_hashes_are_equal_exactly_when_the_strings_are():
+    from batchyard.quality.profile import _text_keys
+
+    strings = ["", "a", "a\x00", "abcdefgh", "abcdefgh\x00", "abcdefghi", "abcdefghj",
+               "x" * 17, "x" * 16 + "y", "ünïcødé", "a" * 300, "a" * 299 + "b"]
+    keys = _text_keys(pa.array(strings + strings[::-1]))
+    assert len(set(keys[:len(strings)].tolist())) == len(strings)
+    assert keys[:len(strings)].tolist() == keys[len(strings):][::-1].tolist()
+    sliced = pa.array(["pad", *strings]).slice(1)  # an array that starts at an offset
+    assert _text_keys(sliced).tolist() == keys[:len(strings)].tolist()
