@@ -216,8 +216,13 @@ def lock_batch(connection, batch_id: str, shared: bool = False) -> None:
     the one InnoDB rolls back runs its transaction again (`chunk._process_chunk`). SQLite's
     writers queue anyway: the batch row's lock, held alone."""
     if connection.dialect_name == "postgresql":
+        # Waited for without the session's lock bound (the statement's still holds): the
+        # holders are this batch's own chunks, each bounded itself, and one stuck on another
+        # session's row must not make its siblings fail as timeouts too.
         function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        connection.sql("SET LOCAL lock_timeout = 0")
         connection.sql(f"SELECT {function}(%s, hashtext(%s))", (BATCH_LOCKS, batch_id))
+        connection.sql("SET LOCAL lock_timeout TO DEFAULT")
         return
     if connection.dialect_name == "mysql":
         found = connection.execute(
