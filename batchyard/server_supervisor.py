@@ -76,7 +76,7 @@ def supervise(home: Path, port: int, idle_timeout: float) -> int:
          f"stops after {idle_timeout:g} s unused")
     health = f"http://127.0.0.1:{port}/api/health"
     ready = False
-    warm = None
+    warm, warm_started = None, 0.0
     started = time.time()
     poll = min(2.0, max(0.1, idle_timeout / 10))
     status = 0
@@ -90,9 +90,12 @@ def supervise(home: Path, port: int, idle_timeout: float) -> int:
                 ready = answers(health, 0.5)
                 started = time.time()
                 if ready:
-                    warm = start_warm(home, port)
+                    warm, warm_started = start_warm(home, port), time.time()
                 if not ready and not asked:
                     continue
+            if warm is not None and warm.poll() is not None and time.time() - warm_started > 30:
+                _log(f"the warm process exited ({warm.returncode}): starting a new one")
+                warm, warm_started = start_warm(home, port), time.time()
             users = live_users(paths)
             idle = time.time() - max(started, last_used(paths))
             if asked:

@@ -189,8 +189,9 @@ class Server:
         self.stopping = False
         self.idle = idle
         """Seconds without a command after which to stop (None: until told to, the local
-        server's warm process, whose supervisor stops it); with it, code that changed also
-        stops this process, so that the next command leaves a new one."""
+        server's warm process, whose supervisor stops it). Code that changed stops either
+        kind, so that a new one takes over (the supervisor starts it; a configured server's
+        next command leaves it)."""
         self.last_active = time.monotonic()
 
     def listen(self) -> socket.socket:
@@ -234,7 +235,7 @@ class Server:
             connection.close()
             return None
         refusal = self.refusal(connection, request, fds)
-        if refusal and self.idle is not None and refusal.startswith("the code"):
+        if refusal and refusal.startswith("the code"):  # stale for good: make way for a new one
             print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {refusal}: stopping", flush=True)
             self.stopping = True
         if refusal:

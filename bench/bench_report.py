@@ -64,7 +64,8 @@ def report(rows: int, results: dict) -> list[str]:
                        "are deleted as their chunks commit).")
     warm = [f"{name} {r['warm_runs']} of {r['runs']}" for name, r in results.items() if r.get("warm_runs")]
     if warm:
-        lines.append("Runs forked from the local server's warm process (batchyard/warm.py): "
+        lines.append("Runs forked from a warm process (batchyard/warm.py; the local server's, or "
+                     "the one a command against the running server left): "
                      + ", ".join(warm) + "; the others imported Prefect themselves.")
     lines += ratio_lines(results)
     for name in ("batchyard (server)", "batchyard without Prefect"):

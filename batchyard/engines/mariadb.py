@@ -72,6 +72,17 @@ def write_load_file(data: pa.Table, handle) -> None:
                                      batch_size=_ROWS_PER_WRITE))
 
 
+def constant_text(column: pa.ChunkedArray) -> bool:
+    """A text column with one value in every row (a chunk's batch id): LOAD DATA assigns it
+    once (`SET`) instead of reading it from every line of the file."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return False
+    if len(column) < 2 or column.null_count:
+        return False
+    first = column[0]
+    return first == column[-1] and pc.all(pc.equal(column, first)).as_py()
+
+
 LOAD_FORMAT = ("CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' "
                "ESCAPED BY '' LINES TERMINATED BY '\\n'")
 
@@ -111,15 +122,21 @@ class MariadbSession(SqlAlchemySession):
             return
         import pymysql
 
+        constants = {name: data[name][0].as_py() for name in data.column_names
+                     if constant_text(data[name])}
+        if len(constants) == data.num_columns:  # the file's lines are its rows: keep one column
+            constants.pop(data.column_names[0])
+        data = data.drop_columns(list(constants))
         handle = tempfile.NamedTemporaryFile(prefix="batchyard-", suffix=".csv", delete=False)
         try:
             with handle:
                 write_load_file(data, handle)
             names = ", ".join(backtick(n) for n in data.column_names)
+            assign = (" SET " + ", ".join(f"{backtick(n)} = %s" for n in constants)) if constants else ""
             with self._cursor() as cursor:
                 try:
                     cursor.execute(f"LOAD DATA LOCAL INFILE %s INTO TABLE {backtick(table)} "
-                                   f"{LOAD_FORMAT} ({names})", (handle.name,))
+                                   f"{LOAD_FORMAT} ({names}){assign}", (handle.name, *constants.values()))
                 except pymysql.err.OperationalError as exc:
                     if exc.args[0] in _LOCAL_INFILE_REFUSED:
                         raise ConfigurationError(

@@ -188,3 +188,26 @@ def test_against_a_configured_server_a_command_leaves_a_warm_process_for_the_nex
     assert _wait(lambda: not warm.listening(home, prefect_server), 60)
     assert not list((home / "batchyard-warm").glob("*.pid"))
     assert "unused for 3 s: stopping" in "".join(p.read_text() for p in (home / "batchyard-warm").glob("*.log"))
+
+
+def test_after_a_code_change_the_supervisor_starts_a_warm_process_with_the_new_code(tmp_path, served):
+    import batchyard
+
+    write_users(tmp_path / "users.csv", 20, bad=False)
+    args = ("import", "users.csv", "--db", "sqlite:///t.db", "--json")
+    done, report = _run(served, tmp_path, *args)
+    assert done.returncode == 0 and report is not None
+    source = Path(batchyard.__file__)
+    later = time.time() + 2
+    os.utime(source, (later, later))  # as an edit or an upgrade would
+    stale, report = _run(served, tmp_path, *args, BATCHYARD_WARM_DEBUG="1")
+    assert stale.returncode == 0 and report is None
+    assert "the code or the installed packages changed" in stale.stderr
+    deadline, report = time.monotonic() + 120, None
+    while report is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        again, report = _run(served, tmp_path, *args)
+        assert again.returncode == 0 and _summary(again)["status"] == "completed"
+    assert report is not None and report["status"] == 0  # served warm again, by a new process
+    log = (Path(served["PREFECT_HOME"]) / "batchyard-server" / "server.log").read_text()
+    assert "the warm process exited (0): starting a new one" in log

@@ -164,3 +164,19 @@ def test_mysql_urls_and_other_drivers_reach_the_same_engine(mariadb_url):
         assert normalise_url(url).drivername.endswith("+pymysql")
         with session(url) as current:
             assert current.sql("SELECT 1 + %s", (1,)).rows == [(2,)]
+
+
+def test_text_the_same_in_every_row_is_assigned_once_and_every_row_still_loads(mariadb_url):
+    import pyarrow as pa
+
+    from batchyard.engines import session
+
+    with session(mariadb_url, write=True) as connection:
+        connection.sql("CREATE TABLE same (a VARCHAR(10), b VARCHAR(10), n INT)")
+        connection.sql("CREATE TABLE only_text (a VARCHAR(10), b VARCHAR(10))")
+        connection.ingest_into("same", pa.table({"a": ["x", "x", "x"], "b": ["p", "q", "p"], "n": [1, 2, 3]}))
+        connection.ingest_into("only_text", pa.table({"a": ["x", "x"], "b": ["y", "y"]}))
+    with session(mariadb_url) as connection:
+        assert connection.sql("SELECT a, b, n FROM same ORDER BY n").rows == [
+            ("x", "p", 1), ("x", "q", 2), ("x", "p", 3)]
+        assert connection.sql("SELECT a, b FROM only_text").rows == [("x", "y"), ("x", "y")]
