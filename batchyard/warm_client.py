@@ -19,7 +19,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from batchyard import warm
+from batchyard import warm_protocol as protocol
 
 OFF = ("off", "0", "false", "no")
 
@@ -57,7 +57,7 @@ def warm_target(argv: list[str], environ=os.environ) -> tuple[Path, str | None] 
 def warm_address(argv: list[str], environ=os.environ) -> str | None:
     """The warm process's address, when this command is one it could run."""
     target = warm_target(argv, environ)
-    return None if target is None else warm.address(*target)
+    return None if target is None else protocol.address(*target)
 
 
 def run_warm(argv: list[str]) -> int | None:
@@ -77,10 +77,10 @@ def run_warm(argv: list[str]) -> int | None:
         connection.connect(address)
         umask = os.umask(0)
         os.umask(umask)
-        warm.send_message(connection, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+        protocol.send_message(connection, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
                                        "path": sys.path, "umask": umask,
-                                       "fingerprint": warm.fingerprint()}, [0, 1, 2])
-        reply, _ = warm.receive_message(connection)
+                                       "fingerprint": protocol.fingerprint()}, [0, 1, 2])
+        reply, _ = protocol.receive_message(connection)
     except (OSError, ValueError):
         connection.close()
         return None
@@ -104,7 +104,7 @@ def wait_for(connection: socket.socket, pid: int) -> int:
     connection.settimeout(None)
     while True:
         try:
-            ended, _ = warm.receive_message(connection)
+            ended, _ = protocol.receive_message(connection)
             break
         except InterruptedError:
             continue
@@ -144,5 +144,7 @@ def leave_warm_process(argv: list[str], environ: dict[str, str]) -> None:
     one for the next (the local server's supervisor starts its own)."""
     with contextlib.suppress(Exception):  # the command's outcome stands whatever happens here
         target = warm_target(argv, environ)
-        if target is not None and target[1] is not None and not warm.listening(*target):
+        if target is not None and target[1] is not None and not protocol.listening(*target):
+            from batchyard import warm
+
             warm.spawn(target[0], target[1], environ)

@@ -12,6 +12,7 @@ from batchyard.engines import checkpoint, session
 from batchyard.errors import PROCESSING_ERROR, is_deadlock
 from batchyard.faults import pause_point
 from batchyard.ingest import ledger
+from batchyard.ingest.batch_lock import lock_batch
 from batchyard.ingest.job import ChunkResult, ImportJob
 from batchyard.ingest.load import load_rows
 from batchyard.ingest.prepare import duplicate_entry, load_entries, prepare_chunk
@@ -97,7 +98,7 @@ def _load_chunk(job: ImportJob, ref: ChunkRef, plan, prepared, entries: list,
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
             return None
         loaded = load_rows(connection, job.table, prepared.output, plan.table_key, job.batch_id,
-                           first_wins=functools.partial(ledger.lock_batch, connection, job.batch_id))
+                           first_wins=functools.partial(lock_batch, connection, job.batch_id))
         entries = entries + load_entries(prepared.output, loaded)
         success = prepared.output.num_rows - len(loaded.duplicates) - len(loaded.refused)
         ledger.displace_records(connection, job.batch_id, [

@@ -152,7 +152,7 @@ def _append_directly(session: Session, table: str, data: pa.Table, lock: BatchLo
 
 BatchLock = Callable[[bool], None]
 """Takes the batch's write lock for the transaction: shared (True) to append new keys, alone
-(False) to upsert over existing ones (`ingest.ledger.lock_batch`)."""
+(False) to upsert over existing ones (`ingest.batch_lock.lock_batch`)."""
 
 
 def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...], batch_id: str,

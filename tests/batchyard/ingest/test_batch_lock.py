@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from batchyard.engines import session
 from batchyard.errors import is_deadlock
-from batchyard.ingest import ledger
+from batchyard.ingest.batch_lock import lock_batch
 from batchyard.ingest.chunk import process_chunk
 from batchyard.ingest.job import resolve_job
 from batchyard.ingest.lifecycle import close_batch, open_batch, plan_batch
@@ -94,7 +94,7 @@ def test_appending_chunks_share_the_lock_and_an_upsert_waits_for_them(tmp_path, 
 
         def exclusive():
             with session(mariadb_url, write=True) as connection:
-                ledger.lock_batch(connection, job.batch_id, shared=False)
+                lock_batch(connection, job.batch_id, shared=False)
                 taken.set()
 
         waiter = threading.Thread(target=exclusive)
