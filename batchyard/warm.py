@@ -58,19 +58,23 @@ def idle_seconds(environ: Mapping[str, str]) -> float:
 
 def _files(home: Path, api_url: str) -> tuple[Path, Path]:
     """The log and pid file of the warm process for `api_url`."""
-    stem = home / "batchyard-warm" / f"warm-{address(home, api_url)[16:]}"
+    stem = home / "batchyard-warm" / f"warm-{address(home, api_url).rsplit('-', 1)[1]}"
     return stem.with_suffix(".log"), stem.with_suffix(".pid")
 
 
 def stop_configured(home: Path) -> list[int]:
     """Stop the warm processes of configured servers this Prefect home has (between commands:
-    one in a command's middle finishes it first); returns their pids."""
+    one in a command's middle finishes it first); returns their pids. A pid file whose process
+    is gone, or whose pid another program now has, is only removed."""
+    from batchyard.processes import command_line
+
     stopped = []
     for pid_file in sorted((home / "batchyard-warm").glob("warm-*.pid")):
         with contextlib.suppress(OSError, ValueError):
             pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
-            stopped.append(pid)
+            if b"batchyard.warm" in (command_line(pid) or b""):
+                os.kill(pid, signal.SIGTERM)
+                stopped.append(pid)
         with contextlib.suppress(OSError):
             pid_file.unlink()
     return stopped

@@ -211,3 +211,16 @@ def test_after_a_code_change_the_supervisor_starts_a_warm_process_with_the_new_c
     assert report is not None and report["status"] == 0  # served warm again, by a new process
     log = (Path(served["PREFECT_HOME"]) / "batchyard-server" / "server.log").read_text()
     assert "the warm process exited (0): starting a new one" in log
+
+
+def test_stop_leaves_alone_a_process_that_took_a_stale_pid_files_pid(tmp_path):
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        folder = tmp_path / "batchyard-warm"
+        folder.mkdir()
+        (folder / "warm-0123.pid").write_text(str(other.pid))  # its warm process died unseen
+        assert warm.stop_configured(tmp_path) == []
+        assert other.poll() is None and not list(folder.glob("*.pid"))
+    finally:
+        other.kill()
+        other.wait()
