@@ -82,7 +82,10 @@ print(json.dumps({"result": result, "early_port": early_port, "port": port}))
 @pytest.mark.slow
 def test_a_failed_early_server_leaves_prefect_to_start_its_own(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               # the start-up time a batchyard command gives a temporary server (Prefect's 20 s
+               # default ran out once under a full suite's load)
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90")
     done = subprocess.run([sys.executable, "-c", FALLBACK], capture_output=True, text=True,
                           env=env, timeout=180, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
