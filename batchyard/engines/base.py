@@ -56,6 +56,10 @@ class Session(Protocol):
     def fetch_batches(self, text: str, params: tuple, size: int) -> tuple[list[str], Iterator[list]]:
         """The column names of a SQL query, and its rows in lists of at most `size`."""
 
+    def stream_arrow(self, statement, schema: pa.Schema, size: int = 10_000) -> Iterator[pa.Table]:
+        """The rows of a Core select as Arrow tables of `schema` (its columns in order), of at
+        most about `size` rows each."""
+
     def ingest_into(self, name: str, data: pa.Table) -> None:
         """Append Arrow rows to an existing table in bulk (no per-row Python)."""
 
@@ -140,6 +144,12 @@ class SqlAlchemySession:
 
     def stream(self, statement, size: int = 10_000) -> Iterator[tuple]:
         yield from self.connection.execution_options(yield_per=size).execute(statement)
+
+    def stream_arrow(self, statement, schema: pa.Schema, size: int = 10_000) -> Iterator[pa.Table]:
+        result = self.connection.execution_options(yield_per=size).execute(statement)
+        for part in result.partitions(size):
+            yield pa.Table.from_pylist([dict(zip(schema.names, row, strict=True)) for row in part],
+                                       schema)
 
     def fetch_batches(self, text: str, params: tuple, size: int) -> tuple[list[str], Iterator[list]]:
         """A server-side cursor: the query's rows never sit in memory all at once."""

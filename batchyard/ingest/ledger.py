@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -319,6 +319,19 @@ def iter_records(session, batch_id: str, statuses: tuple[str, ...] = ("failed", 
         .where(records.c.batch_id == batch_id, records.c.status.in_(statuses))
         .order_by(records.c.row_number)
     )
+
+
+RECORD_COLUMNS = pa.schema([("row_number", pa.int64()), ("error_code", pa.string()),
+                            ("error", pa.string()), ("payload", pa.string())])
+
+
+def record_tables(session, batch_id: str, size: int = 10_000,
+                  statuses: tuple[str, ...] = ("failed", "abandoned")) -> Iterator[pa.Table]:
+    """`iter_records` as Arrow tables of `RECORD_COLUMNS`, for writing them out in bulk."""
+    yield from session.stream_arrow(
+        sa.select(records.c.row_number, records.c.error_code, records.c.error, records.c.payload)
+        .where(records.c.batch_id == batch_id, records.c.status.in_(statuses))
+        .order_by(records.c.row_number), RECORD_COLUMNS, size)
 
 
 def reset_batch(connection, batch_id: str) -> None:

@@ -32,45 +32,39 @@ def write_failed(db: str, batch_id: str, schema_name: str, handle: TextIO) -> in
                        + [pa.field("_row_number", pa.int64()), pa.field("_error_code", pa.string()),
                           pa.field("_error", pa.string())])
     count = 0
-    block: list[tuple] = []
-
-    def flush(header: bool) -> None:
-        out = io.BytesIO()
-        pcsv.write_csv(_block_table(block, fields, schema), out,
-                       write_options=pcsv.WriteOptions(include_header=header))
-        handle.write(out.getvalue().decode("utf-8"))
-        block.clear()
-
     with session(db) as connection:
-        for record in ledger.iter_records(connection, batch_id):
-            block.append(record)
-            count += 1
-            if len(block) >= BLOCK:
-                flush(header=count == len(block))
-    if block or not count:
-        flush(header=count == len(block))
+        for block in ledger.record_tables(connection, batch_id, BLOCK):
+            _write_block(handle, _block_table(block, fields, schema), header=not count)
+            count += block.num_rows
+    if not count:
+        _write_block(handle, schema.empty_table(), header=True)
     return count
 
 
-def _block_table(block: list[tuple], fields: list[str], schema: pa.Schema) -> pa.Table:
-    """(row number, code, error, payload JSON) records as the rejects file's table; the
-    payloads are parsed by Arrow's JSON reader in one go (they hold the raw text values)."""
-    rows, codes, errors, payloads = (list(column) for column in zip(*block, strict=True)) if block \
-        else ([], [], [], [])
+def _write_block(handle: TextIO, table: pa.Table, header: bool) -> None:
+    out = io.BytesIO()
+    pcsv.write_csv(table, out, write_options=pcsv.WriteOptions(include_header=header))
+    handle.write(out.getvalue().decode("utf-8"))
+
+
+def _block_table(block: pa.Table, fields: list[str], schema: pa.Schema) -> pa.Table:
+    """Ledger records (`ledger.RECORD_COLUMNS`) as the rejects file's table; the payloads are
+    parsed by Arrow's JSON reader in one go (they hold the raw text values)."""
+    payloads = block["payload"].to_pylist()
     try:
         values = pajson.read_json(
             io.BytesIO("\n".join(payloads).encode("utf-8")),
             parse_options=pajson.ParseOptions(explicit_schema=pa.schema([pa.field(f, pa.string())
                                                                         for f in fields]),
                                               unexpected_field_behavior="ignore"),
-        ) if payloads else None
-        columns = {f: values[f] for f in fields} if values is not None else {}
+        )
+        columns = {f: values[f] for f in fields}
     except pa.ArrowInvalid:  # a value that is not text: the slow, general way
         parsed = [json.loads(p) for p in payloads]
         columns = {f: pa.array([_text(v.get(f)) for v in parsed], pa.string()) for f in fields}
-    data = {f: columns.get(f, pa.nulls(len(rows), pa.string())) for f in fields}
-    data.update(_row_number=pa.array(rows, pa.int64()), _error_code=pa.array(codes, pa.string()),
-                _error=pa.array(errors, pa.string()))
+    data = {f: columns[f] for f in fields}
+    data.update(_row_number=block["row_number"], _error_code=block["error_code"],
+                _error=block["error"])
     return pa.table(data, schema=schema)
 
 

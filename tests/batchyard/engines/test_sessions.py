@@ -71,6 +71,16 @@ def test_core_statements_streams_and_fetched_batches(db_url):
             f"SELECT id, name FROM items WHERE id > {current.placeholder} ORDER BY id", (1,), 3)
         assert columns == ["id", "name"]
         assert [[tuple(r) for r in b] for b in batches] == [[(2, "n2"), (3, "n3"), (4, "late")], [(5, "late")]]
+        schema = pa.schema([("key", pa.int64()), ("label", pa.string())])
+        tables = list(current.stream_arrow(sa.select(ITEMS.c.id, ITEMS.c.name).where(ITEMS.c.id > 1)
+                                           .order_by(ITEMS.c.id), schema, 3))
+        assert [t.num_rows for t in tables] == [3, 1]
+        assert all(t.schema == schema for t in tables)
+        assert pa.concat_tables(tables).to_pylist() == [
+            {"key": 2, "label": "n2"}, {"key": 3, "label": "n3"}, {"key": 4, "label": "late"},
+            {"key": 5, "label": "late"}]
+        assert list(current.stream_arrow(sa.select(ITEMS.c.id, ITEMS.c.name).where(ITEMS.c.id > 9),
+                                         schema)) == []
 
 
 def test_bulk_ingest_stage_and_merge(db_url):
