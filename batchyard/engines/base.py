@@ -112,7 +112,8 @@ class Engine(Protocol):
         """Housekeeping after a chunk's commit, off the writers' critical path (may do nothing)."""
 
     # Optional: `exists(url) -> bool`, for an engine whose first connection creates the
-    # database (SQLite's file), so that read-only commands can refuse one that is not there.
+    # database (SQLite's file), so that read-only commands can refuse one that is not there;
+    # `bulk_form(data) -> pa.Table`, the columns as its bulk load takes them (`bulk_form`).
 
 
 class SqlAlchemySession:

@@ -299,6 +299,10 @@ class SqliteEngine:
             finally:
                 current.cursor.close()
 
+    @staticmethod
+    def bulk_form(data: pa.Table) -> pa.Table:
+        return sqlite_arrow(data)
+
     def checkpoint(self, db: str, url: sa.URL) -> None:
         """Copy committed pages from the write-ahead log into the database file without waiting
         for or blocking any writer (PASSIVE). Left to SQLite, this happens inside the commit

@@ -7,15 +7,17 @@ import functools
 import os
 import threading
 
+import pyarrow as pa
+
 from batchyard.chunks import ChunkRef, read_chunk
-from batchyard.engines import checkpoint, session
+from batchyard.engines import bulk_form, checkpoint, session
 from batchyard.errors import PROCESSING_ERROR, is_deadlock
 from batchyard.faults import pause_point
 from batchyard.ingest import ledger
 from batchyard.ingest.batch_lock import lock_batch
 from batchyard.ingest.job import ChunkResult, ImportJob
 from batchyard.ingest.load import load_rows
-from batchyard.ingest.prepare import duplicate_entry, load_entries, prepare_chunk
+from batchyard.ingest.prepare import Prepared, duplicate_entry, load_entries, prepare_chunk
 from batchyard.quality.profile import profile_chunk
 from batchyard.quality.store import record_chunk_profile
 from batchyard.schemas import load_schema
@@ -69,9 +71,12 @@ def _process_chunk(job: ImportJob, ref: ChunkRef) -> ChunkResult:
     profile = profile_chunk({c.name: c.kind for c in plan.columns}, prepared.output,
                             len(rejected), rejected)  # from the chunk in memory: no second read
     pause_point("chunk-prepared", ref.index)
+    # what needs no database is done before the transaction: SQLite's writers take turns
+    prepared = Prepared(bulk_form(job.db, prepared.output), entries)
+    table = ledger.records_table(job.batch_id, ref.index, entries) if entries else None
     for attempt in range(DEADLOCK_REDOS + 1):
         try:
-            loaded = _load_chunk(job, ref, plan, prepared, entries, profile)
+            loaded = _load_chunk(job, ref, plan, prepared, table, profile)
             break
         except Exception as exc:
             if not is_deadlock(exc) or attempt == DEADLOCK_REDOS:
@@ -89,22 +94,26 @@ DEADLOCK_REDOS = 5
 it (two chunks upgrading the batch's lock at the same moment), before its task's retries."""
 
 
-def _load_chunk(job: ImportJob, ref: ChunkRef, plan, prepared, entries: list,
+def _load_chunk(job: ImportJob, ref: ChunkRef, plan, prepared: Prepared, table: pa.Table | None,
                 profile: dict) -> tuple[list, int] | None:
-    """The chunk's one transaction: claim it, load its rows, record its entries and profile.
-    Returns all its record entries and the records written, or None when another run
-    committed it first."""
+    """The chunk's one transaction: claim it, load its rows, record its entries (`table`:
+    those of `prepared` as `ledger.records_table`) and profile. Returns all its record
+    entries and the records written, or None when another run committed it first."""
     with session(job.db, write=True) as connection:
         if not ledger.claim_chunk(connection, job.batch_id, ref.index):
             return None
         loaded = load_rows(connection, job.table, prepared.output, plan.table_key, job.batch_id,
                            first_wins=functools.partial(lock_batch, connection, job.batch_id))
-        entries = entries + load_entries(prepared.output, loaded)
+        found = load_entries(prepared.output, loaded)
+        entries = prepared.entries + found
+        if found:
+            table = pa.concat_tables([t for t in (table, ledger.records_table(
+                job.batch_id, ref.index, found)) if t is not None])
         success = prepared.output.num_rows - len(loaded.duplicates) - len(loaded.refused)
         ledger.displace_records(connection, job.batch_id, [
             duplicate_entry(row, first, key) for row, first, key in loaded.displaced])
         pause_point("chunk-loaded")
-        ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries)
+        ledger.commit_chunk(connection, job.batch_id, ref.index, success, entries, table)
         record_chunk_profile(connection, job.batch_id, ref.index, profile)
     return entries, success
 

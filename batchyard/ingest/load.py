@@ -172,7 +172,7 @@ def load_rows(session: Session, table: str, data: pa.Table, key: tuple[str, ...]
     displaced records."""
     if data.num_rows == 0:
         return LoadResult(0, [])
-    data = data.append_column(BATCH, pa.array([batch_id] * data.num_rows, pa.string()))
+    data = data.append_column(BATCH, pa.repeat(pa.scalar(batch_id, pa.string()), data.num_rows))
     refused: list[tuple[int, str]] = []
     while True:
         try:

@@ -127,3 +127,30 @@ def test_checkpoint_of_a_postgresql_database_does_nothing(postgres_url):
     checkpoint(postgres_url)
     with session(postgres_url) as current:
         assert current.sql("SELECT 1").rows == [(1,)]
+
+
+def test_a_new_file_gets_16_kib_pages_and_an_existing_file_keeps_its_own(tmp_path):
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    plain = sqlite3.connect(old)  # made by another tool, with SQLite's default pages
+    plain.execute("CREATE TABLE t (a)")
+    plain.commit()
+    plain.close()
+    for path, expected in ((tmp_path / "new.db", 16384), (old, 4096)):
+        with session(f"sqlite:///{path}", write=True) as current:
+            current.sql("CREATE TABLE IF NOT EXISTS u (a)")
+            assert current.sql("PRAGMA page_size").rows == [(expected,)]
+
+
+def test_the_bulk_form_of_sqlite_holds_dates_as_text_and_booleans_as_integers(sqlite_url):
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from batchyard.engines import bulk_form
+
+    data = pa.table({"day": pa.array([dt.date(2024, 2, 29), None]), "ok": [True, False], "n": [1, 2]})
+    assert bulk_form(sqlite_url, data).to_pylist() == [
+        {"day": "2024-02-29", "ok": 1, "n": 1}, {"day": None, "ok": 0, "n": 2}]
+    assert bulk_form("postgresql://u@127.0.0.1/d", data) is data
