@@ -124,8 +124,13 @@ def format_errors(error: ValidationError, original: dict[str, Any] | None = None
     """One readable line naming each failing field, as pydantic describes it, and the same line
     without the offending values (the reason, for grouping failures). A field's value is shown
     as it was in the file (`original`), not as normalised ('Germany', not 'GERMANY')."""
+    return format_error_items(error.errors(include_url=False), original)
+
+
+def format_error_items(items: list[dict], original: dict[str, Any] | None = None) -> tuple[str, str]:
+    """`format_errors` for the items of one record's `ValidationError.errors()`."""
     parts, reasons = [], []
-    for item in error.errors(include_url=False):
+    for item in items:
         where = ".".join(str(p) for p in item["loc"]) or "record"
         got = item.get("input")
         if original and len(item["loc"]) == 1 and original.get(item["loc"][0]) is not None:
@@ -190,24 +195,97 @@ def validate_rows(normalised: pa.Table, raw: pa.Table, plan: SchemaPlan) -> Vali
     return ValidationResult(_typed_rows(models, plan, rows), rejects)
 
 
+BY_VALUE_FROM = 64
+"""Suspects from which pydantic is asked once per failing value rather than once per record."""
+
+
+def _rejects_by_value(plan: SchemaPlan, template: list[dict], normalised: pa.Table, raw: pa.Table,
+                      column_ok: dict[str, pa.ChunkedArray]) -> tuple[list[Reject], list[int] | None]:
+    """The suspects' rejects with pydantic asked once per distinct failing value of a column,
+    not once per record: a file's bad values repeat ('N/A', '', a wrong country name), and
+    a record's message is its failing fields' messages in field order, as pydantic writes it.
+
+    A vectorised schema has no validator that looks at two fields, so a field's error depends
+    on its value alone: each value is validated inside `template`, a record of the chunk that
+    passed every check. Returns the rejects, and the positions of the suspects left to
+    validate one by one (pydantic accepted all their failing values, or named another field);
+    None for all of them (too few suspects, or no template)."""
+    if normalised.num_rows < BY_VALUE_FROM or not template:
+        return [], None
+    base = _present(template[0])
+    fields = [spec.name for spec in plan.columns]
+    rows = normalised[ROW].to_pylist()
+    payloads = raw.select([c for c in raw.column_names if c != ROW]).to_pylist()
+    parts: list[list[tuple[str, str]]] = [[] for _ in rows]
+    unsure: set[int] = set()
+    for name in fields:
+        failing = pc.indices_nonzero(pc.invert(column_ok[name])).to_pylist()
+        if not failing:
+            continue
+        values = normalised[name].take(failing).to_pylist()
+        originals = raw[name].take(failing).to_pylist() if name in raw.column_names else \
+            [None] * len(failing)
+        verdicts: dict[tuple, tuple[str, str] | None] = {}
+        for i, value, original in zip(failing, values, originals, strict=True):
+            key = (value, original)
+            if key not in verdicts:
+                verdicts[key] = _field_verdict(plan, base, name, value, original)
+            verdict = verdicts[key]
+            if verdict is None:
+                unsure.add(i)
+            else:
+                parts[i].append(verdict)
+    rejects = []
+    for i, (row, payload) in enumerate(zip(rows, payloads, strict=True)):
+        if i in unsure or not parts[i]:
+            unsure.add(i)
+            continue
+        message = "; ".join(p[0] for p in parts[i])
+        reason = "; ".join(p[1] for p in parts[i])
+        rejects.append(Reject(row, message, payload, reason))
+    return rejects, sorted(unsure)
+
+
+def _field_verdict(plan: SchemaPlan, base: dict, name: str, value, original) -> tuple[str, str] | None:
+    """pydantic's (message, reason) for field `name` holding `value` in an otherwise valid
+    record; None when it accepts the value or names any other field."""
+    probe = {k: v for k, v in base.items() if k != name}
+    if value is not None:
+        probe[name] = value
+    try:
+        plan.model.model_validate(probe)
+    except ValidationError as exc:
+        items = exc.errors(include_url=False)
+        if all(item["loc"][:1] == (name,) for item in items):
+            return format_error_items(items, {name: original})
+    return None
+
+
 def validate_table(normalised: pa.Table, raw: pa.Table, plan: SchemaPlan) -> ValidationResult:
     """Validate a chunk; `raw` (same rows, same order) supplies the payload kept for rejects."""
     if not plan.vectorised:
         return validate_rows(normalised, raw, plan)
-    typed_columns = {}
+    typed_columns, column_oks = {}, {}
     ok = None
     for spec in plan.columns:
         typed, column_ok = check_column(spec, normalised[spec.name])
         typed_columns[spec.name] = typed
+        column_oks[spec.name] = column_ok
         ok = column_ok if ok is None else pc.and_(ok, column_ok)
     typed_columns[ROW] = normalised[ROW]
     typed = pa.table(typed_columns)
     if ok is None or pc.all(ok).as_py() is not False:
         return ValidationResult(typed)
     suspect_index = pc.indices_nonzero(pc.invert(ok))
-    suspects = normalised.take(suspect_index).to_pylist()
-    suspect_raw = raw.take(suspect_index).to_pylist()
-    rejects, accepted, accepted_rows = [], [], []
+    column_ok = {name: mask.take(suspect_index) for name, mask in column_oks.items()}
+    first_valid = pc.index(ok, True).as_py()
+    template = normalised.slice(first_valid, 1).to_pylist() if first_valid >= 0 else []
+    rejects, unsure = _rejects_by_value(plan, template, normalised.take(suspect_index),
+                                        raw.take(suspect_index), column_ok)
+    picked = suspect_index if unsure is None else suspect_index.take(pa.array(unsure, pa.int64()))
+    suspects = normalised.take(picked).to_pylist()
+    suspect_raw = raw.take(picked).to_pylist()
+    accepted, accepted_rows = [], []
     for record, raw_record in zip(suspects, suspect_raw, strict=True):
         payload = {k: v for k, v in raw_record.items() if k != ROW}
         try:
@@ -222,6 +300,8 @@ def validate_table(normalised: pa.Table, raw: pa.Table, plan: SchemaPlan) -> Val
         else:
             accepted.append(model)
             accepted_rows.append(record[ROW])
+    if unsure is not None:
+        rejects.sort(key=lambda r: r.row_number)
     valid = typed.filter(ok)
     if accepted:
         valid = pa.concat_tables([valid, _typed_rows(accepted, plan, accepted_rows)])

@@ -1,3 +1,4 @@
+import datetime as dt
 from typing import Annotated
 
 import pyarrow as pa
@@ -62,3 +63,23 @@ def test_dedupe_composite_key_and_no_duplicates():
     table = pa.table({"a": [1, 1], "b": ["x", "y"], ROW: pa.array([1, 2], pa.int64())})
     kept, dups = dedupe(table, ("a", "b"))
     assert kept.num_rows == 2 and dups == []
+
+
+@pytest.mark.parametrize(("columns", "key", "kept_rows", "duplicates"), [
+    # rows out of order (records pydantic accepted come last): the lowest row number is first
+    ({"id": [7, 3, 7, 3, 9], ROW: [50, 20, 10, 40, 30]}, ("id",), [20, 10, 30],
+     [(40, 20, {"id": 3}), (50, 10, {"id": 7})]),
+    ({"a": [1, 1, 2, 1], "b": ["x", "y", "x", "x"], ROW: [1, 2, 3, 4]}, ("a", "b"), [1, 2, 3],
+     [(4, 1, {"a": 1, "b": "x"})]),
+    # missing key values are equal to each other, as in a group-by
+    ({"a": [None, 1, None], "b": ["x", None, "x"], ROW: [1, 2, 3]}, ("a", "b"), [1, 2],
+     [(3, 1, {"a": None, "b": "x"})]),
+    ({"day": pa.array([dt.date(2024, 1, 2)] * 3), ROW: [3, 1, 2]}, ("day",), [1],
+     [(2, 1, {"day": dt.date(2024, 1, 2)}), (3, 1, {"day": dt.date(2024, 1, 2)})]),
+    ({"id": [1], ROW: [1]}, ("id",), [1], []),
+])
+def test_dedupe_keeps_each_keys_lowest_row_in_table_order(columns, key, kept_rows, duplicates):
+    table = pa.table({**columns, ROW: pa.array(columns[ROW], pa.int64())})
+    kept, dups = dedupe(table, key)
+    assert kept[ROW].to_pylist() == kept_rows
+    assert [(d.row_number, d.first_row, d.key) for d in dups] == duplicates

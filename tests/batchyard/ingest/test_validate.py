@@ -194,3 +194,67 @@ def test_overflowing_floats_are_judged_by_the_schema(scores, model, valid, rejec
     assert [(r.row_number, r.error) for r in result.rejects] == [
         (row, f"score: Input should be a finite number (got '{scores[row - 1]}')")
         for row in rejected_rows]
+
+
+BAD_CELLS = [("id", "x1"), ("id", "0"), ("id", None), ("id", ""), ("id", "1_000"), ("id", "0x10"),
+             ("email", "no-at-sign"), ("name", None), ("name", ""), ("age", "151"), ("age", "4.5"),
+             ("age", " 007 "), ("country", "Germany"), ("country", " germany "),
+             ("signup_date", "2021-02-30"), ("signup_date", "31/01/2020"),
+             ("signup_date", "1960-01-01"), ("balance", "inf"), ("balance", "1e13"),
+             ("balance", "Infinity"), ("balance", "1e400"), ("age", "9" * 30)]
+
+
+def _suspects() -> list[dict]:
+    """Every bad cell above alone, in pairs and in threes (repeated values, several failing
+    fields, a value pydantic accepts beside one it refuses), between good records."""
+    rows = []
+    for i, (field, value) in enumerate(BAD_CELLS):
+        rows.append({**GOOD, "id": str(1000 + i), field: value})
+        other_field, other_value = BAD_CELLS[(i * 7 + 3) % len(BAD_CELLS)]
+        rows.append({**GOOD, "id": str(2000 + i), field: value, other_field: other_value})
+        third_field, third_value = BAD_CELLS[(i * 5 + 1) % len(BAD_CELLS)]
+        rows.append({**GOOD, "id": str(3000 + i), field: value, other_field: other_value,
+                     third_field: third_value})
+        rows.append({**GOOD, "id": str(4000 + i)})
+    return rows
+
+
+def test_rejects_by_value_are_what_pydantic_says_record_by_record(monkeypatch):
+    """The many-suspects path (pydantic asked once per failing value) gives the same rejects,
+    messages, payloads, order and accepted rows as asking it about every record."""
+    import batchyard.ingest.validate as validate
+
+    rows = _suspects()
+    monkeypatch.setattr(validate, "BY_VALUE_FROM", 10**9)
+    one_by_one = run(rows)
+    monkeypatch.setattr(validate, "BY_VALUE_FROM", 1)
+    by_value = run(rows)
+    assert len(one_by_one.rejects) == 64
+    assert [vars(r) for r in by_value.rejects] == [vars(r) for r in one_by_one.rejects]
+    assert by_value.valid.sort_by(ROW).equals(one_by_one.valid.sort_by(ROW))
+    accepted = {r[ROW] for r in one_by_one.valid.to_pylist()}
+    alone = {4 * BAD_CELLS.index(cell) + 1 for cell in (("id", "1_000"), ("age", " 007 "))}
+    assert alone <= accepted  # Arrow's checks refused them, pydantic accepts them
+
+
+def test_rejects_by_value_ask_pydantic_once_per_distinct_value(monkeypatch):
+    import batchyard.ingest.validate as validate
+
+    asked = []
+    verdict = validate._field_verdict
+    monkeypatch.setattr(validate, "_field_verdict",
+                        lambda *args: asked.append(args[2:4]) or verdict(*args))
+    rows = [GOOD] + [{**GOOD, "id": str(i + 2), "country": ["Germany", "N/A"][i % 2]}
+                     for i in range(200)]
+    result = run(rows)
+    assert len(result.rejects) == 200
+    assert sorted(asked) == [("country", "GERMANY"), ("country", "N/A")]
+    assert result.rejects[1].error == "country: String should match pattern '^[A-Z]{2}$' (got 'N/A')"
+
+
+def test_with_no_valid_record_every_suspect_is_asked_about_on_its_own(monkeypatch):
+    rows = [{**GOOD, "id": str(i + 1), "age": "-1"} for i in range(100)]
+    result = run(rows)
+    assert result.valid.num_rows == 0
+    assert [r.row_number for r in result.rejects] == list(range(1, 101))
+    assert {r.error for r in result.rejects} == {"age: Input should be greater than or equal to 0 (got '-1')"}
