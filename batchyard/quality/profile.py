@@ -85,14 +85,16 @@ def _keys(values: pa.Array) -> np.ndarray:
 
 
 def _smallest_distinct(hashed: np.ndarray) -> np.ndarray:
-    """The SKETCH smallest distinct values of `hashed`, sorted: among its m smallest values
-    (numpy's partition, no sort) once those hold SKETCH distinct ones, else all of them."""
+    """The SKETCH smallest distinct values of `hashed`, sorted: among its 2 * SKETCH smallest
+    (numpy's partition, no sort) when those hold SKETCH distinct ones; else the values repeat
+    enough that Arrow's hash table finds them all at once (a sort of 100,000 ages cost 6 ms,
+    the hash table 1 ms)."""
     m = 2 * SKETCH
-    while len(hashed) > m:
+    if len(hashed) > m:
         found = np.unique(np.partition(hashed, m - 1)[:m])
         if len(found) >= SKETCH:
             return found[:SKETCH]
-        m *= 8
+        hashed = pc.unique(pa.array(hashed.view(np.int64))).to_numpy().view(np.uint64)
     return np.unique(hashed)[:SKETCH]
 
 
