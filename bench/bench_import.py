@@ -403,6 +403,9 @@ def warm_up(work: Path, env: dict, api: str) -> None:
     deadline = time.monotonic() + 120
     while not warm.listening(home, api) and time.monotonic() < deadline:
         time.sleep(0.2)
+    if not warm.listening(home, api):  # the server contender would then run cold: say so
+        print(f"warning: no warm process for {api} after 120 s; the server's runs start cold",
+              file=sys.stderr)
 
 
 def checked(summary: dict, rows: int, expected: dict | None = None) -> dict:
