@@ -200,14 +200,16 @@ BY_VALUE_FROM = 64
 
 
 def _rejects_by_value(plan: SchemaPlan, template: list[dict], normalised: pa.Table, raw: pa.Table,
-                      column_ok: dict[str, pa.ChunkedArray]) -> tuple[list[Reject], list[int] | None]:
+                      column_ok: dict[str, pa.ChunkedArray]
+                      ) -> tuple[list[tuple[int, Reject]], list[int] | None]:
     """The suspects' rejects with pydantic asked once per distinct failing value of a column,
     not once per record: a file's bad values repeat ('N/A', '', a wrong country name), and
     a record's message is its failing fields' messages in field order, as pydantic writes it.
 
     A vectorised schema has no validator that looks at two fields, so a field's error depends
     on its value alone: each value is validated inside `template`, a record of the chunk that
-    passed every check. Returns the rejects, and the positions of the suspects left to
+    passed every check. Returns the rejects (with their positions among the suspects), and
+    the positions of the suspects left to
     validate one by one (pydantic accepted all their failing values, or named another field);
     None for all of them (too few suspects, or no template)."""
     if normalised.num_rows < BY_VALUE_FROM or not template:
@@ -242,7 +244,7 @@ def _rejects_by_value(plan: SchemaPlan, template: list[dict], normalised: pa.Tab
             continue
         message = "; ".join(p[0] for p in parts[i])
         reason = "; ".join(p[1] for p in parts[i])
-        rejects.append(Reject(row, message, payload, reason))
+        rejects.append((i, Reject(row, message, payload, reason)))
     return rejects, sorted(unsure)
 
 
@@ -282,27 +284,27 @@ def validate_table(normalised: pa.Table, raw: pa.Table, plan: SchemaPlan) -> Val
     template = normalised.slice(first_valid, 1).to_pylist() if first_valid >= 0 else []
     rejects, unsure = _rejects_by_value(plan, template, normalised.take(suspect_index),
                                         raw.take(suspect_index), column_ok)
+    positions = range(len(suspect_index)) if unsure is None else unsure
     picked = suspect_index if unsure is None else suspect_index.take(pa.array(unsure, pa.int64()))
     suspects = normalised.take(picked).to_pylist()
     suspect_raw = raw.take(picked).to_pylist()
     accepted, accepted_rows = [], []
-    for record, raw_record in zip(suspects, suspect_raw, strict=True):
+    for position, record, raw_record in zip(positions, suspects, suspect_raw, strict=True):
         payload = {k: v for k, v in raw_record.items() if k != ROW}
         try:
             model = plan.model.model_validate(_present(record))
             _typed_rows([model], plan, [record[ROW]])
         except ValidationError as exc:
             message, reason = format_errors(exc, payload)
-            rejects.append(Reject(record[ROW], message, payload, reason))
+            rejects.append((position, Reject(record[ROW], message, payload, reason)))
         except (pa.ArrowInvalid, OverflowError):
             reason = "record: a value does not fit its column type (64-bit integer or float)"
-            rejects.append(Reject(record[ROW], reason, payload, reason))
+            rejects.append((position, Reject(record[ROW], reason, payload, reason)))
         else:
             accepted.append(model)
             accepted_rows.append(record[ROW])
-    if unsure is not None:
-        rejects.sort(key=lambda r: r.row_number)
     valid = typed.filter(ok)
     if accepted:
         valid = pa.concat_tables([valid, _typed_rows(accepted, plan, accepted_rows)])
-    return ValidationResult(valid, rejects)
+    rejects.sort(key=lambda found: found[0])  # in the chunk's order, as the records came
+    return ValidationResult(valid, [reject for _, reject in rejects])
