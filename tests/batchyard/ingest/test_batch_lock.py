@@ -146,3 +146,45 @@ def test_a_chunk_whose_upgrade_deadlocks_runs_its_transaction_again(tmp_path, ma
 @pytest.mark.parametrize("code, expected", [(1213, True), (1205, False), (1062, False)])
 def test_only_a_deadlock_is_run_again_at_once(code, expected):
     assert is_deadlock(pymysql.err.OperationalError(code, "message")) is expected
+
+
+def test_with_no_open_attempt_the_lock_is_the_batch_rows_held_alone(tmp_path, mariadb_url):
+    """A ledger whose batch has no open attempt (one written before attempts were kept): even
+    an appending chunk then holds the batch row's lock alone."""
+    job, _ = started(tmp_path, mariadb_url, users(tmp_path / "u.csv", CHUNK), "no-attempt")
+    other = connect(mariadb_url)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("UPDATE batchyard_attempts SET finished_at = NOW() WHERE batch_id = %s",
+                           (job.batch_id,))
+            other.commit()
+        taken, release = threading.Event(), threading.Event()
+
+        def appending():
+            with session(mariadb_url, write=True) as connection:
+                lock_batch(connection, job.batch_id, shared=True)
+                taken.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=appending)
+        holder.start()
+        assert taken.wait(30)
+        with other.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            cursor.execute("BEGIN")
+            with pytest.raises(pymysql.err.OperationalError) as refused:
+                cursor.execute("SELECT batch_id FROM batchyard_batches WHERE batch_id = %s "
+                               "LOCK IN SHARE MODE", (job.batch_id,))
+            assert refused.value.args[0] == 1205  # lock wait timeout: held exclusively
+            other.rollback()
+        release.set()
+        holder.join(30)
+        with other.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT batch_id FROM batchyard_batches WHERE batch_id = %s "
+                           "LOCK IN SHARE MODE", (job.batch_id,))
+            assert cursor.fetchall() == ((job.batch_id,),)
+            other.rollback()
+    finally:
+        release.set()
+        other.close()
