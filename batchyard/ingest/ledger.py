@@ -319,14 +319,15 @@ def cancel_batch(connection, batch_id: str, statuses: tuple[str, ...],
     return done
 
 
+def _failed_records(batch_id: str, statuses: tuple[str, ...]):
+    return (sa.select(records.c.row_number, records.c.error_code, records.c.error, records.c.payload)
+            .where(records.c.batch_id == batch_id, records.c.status.in_(statuses))
+            .order_by(records.c.row_number))
+
+
 def iter_records(session, batch_id: str, statuses: tuple[str, ...] = ("failed", "abandoned")):
     """Failed records in row order; abandoned ones are failures too, but retries skip them."""
-    yield from session.stream(
-        sa.select(records.c.row_number, records.c.error_code, records.c.error,
-                  records.c.payload)
-        .where(records.c.batch_id == batch_id, records.c.status.in_(statuses))
-        .order_by(records.c.row_number)
-    )
+    yield from session.stream(_failed_records(batch_id, statuses))
 
 
 RECORD_COLUMNS = pa.schema([("row_number", pa.int64()), ("error_code", pa.string()),
@@ -336,10 +337,7 @@ RECORD_COLUMNS = pa.schema([("row_number", pa.int64()), ("error_code", pa.string
 def record_tables(session, batch_id: str, size: int = 10_000,
                   statuses: tuple[str, ...] = ("failed", "abandoned")) -> Iterator[pa.Table]:
     """`iter_records` as Arrow tables of `RECORD_COLUMNS`, for writing them out in bulk."""
-    yield from session.stream_arrow(
-        sa.select(records.c.row_number, records.c.error_code, records.c.error, records.c.payload)
-        .where(records.c.batch_id == batch_id, records.c.status.in_(statuses))
-        .order_by(records.c.row_number), RECORD_COLUMNS, size)
+    yield from session.stream_arrow(_failed_records(batch_id, statuses), RECORD_COLUMNS, size)
 
 
 def reset_batch(connection, batch_id: str) -> None:
