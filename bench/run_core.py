@@ -1,6 +1,7 @@
 """batchyard's import without Prefect: the same chunk functions the flow's tasks call, in the
-same order, on a plain thread pool. The benchmark runs it beside the flow so that the
-difference is Prefect's own share (task runs, states, events, logs, artifacts).
+same order, on a plain thread pool (chunks load while the source is read, as in the flow).
+The benchmark runs it beside the flow so that the difference is Prefect's own share (task
+runs, states, events, logs, artifacts).
 
     python bench/run_core.py SOURCE DB_URL CHUNK_SIZE MAX_PARALLEL
 """
@@ -14,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from batchyard.ingest.chunk import process_chunk
 from batchyard.ingest.job import resolve_job
 from batchyard.ingest.lease import BatchLease
-from batchyard.ingest.lifecycle import close_batch, open_batch, plan_batch
+from batchyard.ingest.lifecycle import close_batch, iter_plan, open_batch
+from batchyard.ingest.spool import SourcePlan
 from batchyard.ingest.summary import summary as summary_of
 from batchyard.readers import SourceOptions
 from tasks.runners import chunks_in_flight
@@ -26,8 +28,9 @@ def main() -> None:
     options = SourceOptions()
     open_batch(job, chunk_size, options)
     with BatchLease(job):
-        chunks, _, _ = plan_batch(job, options, chunk_size)
+        chunks = iter_plan(job, options, chunk_size, SourcePlan([], [], 0))
         with ThreadPoolExecutor(chunks_in_flight("thread", max_parallel)) as pool:
+            # map submits each chunk as the spool cuts it, as the flow does
             for _ in pool.map(lambda ref: process_chunk(job, ref), chunks):
                 pass
         summary = summary_of(close_batch(job))

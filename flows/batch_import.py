@@ -35,7 +35,7 @@ from tasks.chunks import (
     open_batch,
     spool_chunks,
 )
-from tasks.concurrency import submit_bounded
+from tasks.concurrency import Handoff, submit_bounded
 from tasks.outcome import final_state
 from tasks.reporting import BatchProgress, publish_summary
 from tasks.runners import TaskRunnerName, chunks_in_flight, open_runner
@@ -68,28 +68,29 @@ def batch_import(
         batch = open_batch(job, chunk_size, options, fresh, started)
         with BatchLease(job) as lease:
             progress = BatchProgress(job, batch)
-            spooled = spool_chunks.submit(job, options, chunk_size)
+            cut = Handoff()  # the chunks, as the spool cuts them: loading starts at the first
+            spooled = spool_chunks.submit(job, options, chunk_size, cut)
+            spooled.add_done_callback(lambda _: cut.end())  # ended, however the task ended
             progress.publish()  # stage "spooling", while the source is spooled
-            try:
-                chunks, total, warnings = spooled.result()
-            except BatchyardError as exc:  # the file is refused before anything is written
-                fail_batch(job, str(exc), exc.code)
-                raise
-            progress.planned(total)
-            for warning in warnings:
-                progress.logger.warning(warning)
 
             # `db` as given: a block name, not its password, travels to processes and workers
             chunk_job = job.model_copy(update={"db": db})
             in_flight = chunks_in_flight(task_runner, max_parallel)
-            for ref, future in submit_bounded(import_chunk_with_retries(), chunks, in_flight,
-                                              "ref", stop=lease.stop_requested, runner=runner,
-                                              started=progress.publish, job=chunk_job):
-                try:
-                    progress.add(future.result())
-                except Exception as exc:  # retries exhausted: record it, the other chunks go on
-                    fail_chunk(job, ref, exc)
-                    progress.add_failed_chunk(ref.index, ref.n_rows, str(exc))
+            try:
+                for ref, future in submit_bounded(import_chunk_with_retries(), progress.reading(cut),
+                                                  in_flight, "ref", stop=lease.stop_requested,
+                                                  runner=runner, started=progress.publish,
+                                                  job=chunk_job):
+                    try:
+                        progress.add(future.result())
+                    except Exception as exc:  # retries exhausted: record it, the others go on
+                        fail_chunk(job, ref, exc)
+                        progress.add_failed_chunk(ref.index, ref.n_rows, str(exc))
+                total, _ = spooled.result()
+            except BatchyardError as exc:  # the source failed a check (or changed) as it was read
+                fail_batch(job, str(exc), exc.code)
+                raise
+            progress.planned(total)
             progress.finish()
 
             summary = close_batch(job, cancelled=lease.stopped, rejects_file=rejects_file)

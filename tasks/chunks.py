@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_engine import TaskRunTimeoutError
@@ -13,10 +13,12 @@ from batchyard.chunks import ChunkRef
 from batchyard.errors import error_code, kind_of, portable
 from batchyard.ingest import chunk, lifecycle
 from batchyard.ingest.job import ChunkResult, ImportJob
+from batchyard.ingest.spool import SourcePlan
 from batchyard.ingest.summary import final_report
 from batchyard.readers import SourceOptions
 from batchyard.sizing import ChunkSize
 from blocks.database import BLOCK_PREFIX, database_url
+from tasks.concurrency import Handoff
 from tasks.policies import BOOKKEEPING, chunk_policy
 
 
@@ -29,8 +31,22 @@ def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions, fr
 
 @task(name="spool-chunks", cache_policy=NO_CACHE)
 def spool_chunks(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
-                 ) -> tuple[list[ChunkRef], int, list[str]]:
-    return lifecycle.plan_batch(job, options, chunk_size)
+                 cut: Handoff) -> tuple[int, list[str]]:
+    """Cut the source into chunks, handing each to `cut` once the ledger has recorded it, so
+    that the flow loads the first chunks while this task reads the rest; returns the record
+    count and the warnings (logged as soon as the source's header is read)."""
+    result = SourcePlan([], [], 0)
+    told = []
+
+    def tell(_: ChunkRef) -> None:
+        if not told:
+            told.append(True)
+            for warning in result.warnings:
+                get_run_logger().warning(warning)
+
+    cut.fill(lifecycle.iter_plan(job, options, chunk_size, result), each=tell)
+    tell(None)  # a source with no records still has its warnings
+    return result.total, result.warnings
 
 
 @task(name="import-chunk", task_run_name="import-chunk-{ref.index}", cache_policy=NO_CACHE)

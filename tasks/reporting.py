@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable, Iterator
 
 from prefect import task
 from prefect.artifacts import (
@@ -16,6 +17,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from batchyard.chunks import ChunkRef
 from batchyard.engines import session
 from batchyard.ingest.job import ChunkResult, ImportJob
 from batchyard.ingest.pace import eta_seconds, rows_per_second
@@ -51,8 +53,8 @@ class BatchProgress:
         self.interval, self._shown_at = interval, time.monotonic()
         self.artifact_id = None
         self._shown = None
-        self._loading_since: float | None = None
-        self._processed_before = 0
+        self._loading_since, self._processed_before = time.monotonic(), self.processed
+        self._read_all = False
 
     def publish(self) -> None:
         """Create the progress artifact (once): called when the first chunks are under way, so
@@ -79,24 +81,34 @@ class BatchProgress:
     def description(self) -> str:
         in_chunks = (f"; {self.chunk_failed:,} of them in chunks that failed as a whole"
                      if self.chunk_failed else "")
-        return (f"Batch {self.job.batch_id}: {self.processed:,} of {self.total:,} records "
+        read = " read so far" if self.stage == "spooling" else ""
+        return (f"Batch {self.job.batch_id}: {self.processed:,} of {self.total:,} records{read} "
                 f"({self.success:,} loaded, {self.failed:,} failed, {self.ignored:,} ignored"
                 f"{in_chunks}); stage: {self.stage}{self.pace}")
 
     @property
     def pace(self) -> str:
-        """`; 41,200 rows/s, ETA 6 s` while loading, from the chunks this run committed."""
+        """`; 41,200 rows/s, ETA 6 s` while loading, from the chunks this run committed since
+        it began (chunks load while the source is still being read)."""
         rate = rows_per_second(self.processed - self._processed_before, self._loading_since)
         if rate is None or self.stage != "loading":
             return ""
         eta = eta_seconds(self.total - self.processed, rate)
         return f"; {rate:,.0f} rows/s" + (f", ETA {eta:,.0f} s" if eta is not None else "")
 
+    def reading(self, chunks: Iterable[ChunkRef]) -> Iterator[ChunkRef]:
+        """The chunks as the spool cuts them, counted: until the source is read, the total
+        is the records read so far."""
+        for ref in chunks:
+            self.total += ref.n_rows
+            yield ref
+        self._read_all = True
+
     def planned(self, total: int) -> None:
-        """The source is spooled: `total` records to load."""
-        self.total, self.stage = total, "loading"
-        self._loading_since, self._processed_before = time.monotonic(), self.processed
-        self._show(final=True)
+        """The source is read: `total` records to load."""
+        if self.stage == "spooling":
+            self.total, self.stage = total, "loading"
+            self._show(final=True)
 
     def _show(self, final: bool = False) -> None:
         if self.artifact_id is None:
@@ -109,6 +121,8 @@ class BatchProgress:
             self._shown_at, self._shown = now, self.description
 
     def add(self, result: ChunkResult) -> None:
+        if self._read_all:
+            self.planned(self.total)
         if not result.skipped:
             self.success += result.success
             self.failed += result.failed

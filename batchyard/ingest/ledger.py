@@ -166,20 +166,38 @@ def request_stop(connection, batch_id: str) -> bool:
     return result.rowcount == 1
 
 
+def record_chunk(connection, batch_id: str, ref, total: int) -> None:
+    """One chunk's boundaries, recorded as the spool cuts it (before anything loads it), and
+    the records read so far as the batch's total until the plan is complete."""
+    connection.execute(chunks.insert().values(
+        batch_id=batch_id, chunk_index=ref.index, first_row=ref.first_row, n_rows=ref.n_rows,
+        status="pending", success=0, failed=0, ignored=0))
+    connection.execute(batches.update().where(batches.c.batch_id == batch_id).values(total=total))
+
+
 def record_plan(connection, batch_id: str, total: int, chunk_rows: Iterable,
                 chunk_size: int) -> None:
-    """Write the chunk boundaries once; a resumed batch keeps the ones it already has."""
-    existing = connection.execute(
-        sa.select(sa.func.count()).select_from(chunks).where(chunks.c.batch_id == batch_id)
-    ).scalar_one()
+    """The plan is complete: the boundaries of the chunks not recorded yet (a resumed batch
+    keeps the ones it has), the total, and the chunk count that marks it complete."""
+    existing = {r[0] for r in connection.execute(
+        sa.select(chunks.c.chunk_index).where(chunks.c.batch_id == batch_id)).rows}
+    listed = list(chunk_rows)
     rows = [{"batch_id": batch_id, "chunk_index": c.index, "first_row": c.first_row,
              "n_rows": c.n_rows, "status": "pending", "success": 0, "failed": 0, "ignored": 0}
-            for c in chunk_rows]
-    if not existing and rows:
+            for c in listed if c.index not in existing]
+    if rows:
         connection.execute(chunks.insert(), rows)
     connection.execute(batches.update().where(batches.c.batch_id == batch_id)
-                       .values(total=total, chunk_size=chunk_size, chunks=len(rows),
+                       .values(total=total, chunk_size=chunk_size, chunks=len(listed),
                                stage="loading"))
+
+
+def plan_complete(connection, batch_id: str) -> bool:
+    """Whether the batch's chunk boundaries are all recorded (not only those a spool that was
+    interrupted had cut)."""
+    found = connection.execute(
+        sa.select(batches.c.chunks).where(batches.c.batch_id == batch_id)).rows
+    return bool(found) and found[0][0] is not None
 
 
 def committed_chunks(connection, batch_id: str) -> dict[int, dict]:
@@ -346,8 +364,8 @@ def reset_batch(connection, batch_id: str) -> None:
     for table in (records, chunks, attempts):
         connection.execute(table.delete().where(table.c.batch_id == batch_id))
     connection.execute(batches.update().where(batches.c.batch_id == batch_id)
-                       .values(status="pending", total=0, success=0, failed=0, ignored=0,
-                               rejects_file=None, processed=0, attempts=0, work_seconds=0.0))
+                       .values(status="pending", total=0, chunks=None, success=0, failed=0,
+                               ignored=0, rejects_file=None, processed=0, attempts=0, work_seconds=0.0))
 
 
 def set_content_hash(connection, batch_id: str, digest: str | None) -> None:

@@ -26,7 +26,14 @@ from batchyard.ingest.lease import describe_owner, owner_alive, owner_id
 from batchyard.ingest.load import delete_batch_rows, ensure_table
 from batchyard.ingest.reimport import check_not_reimported, content_hash
 from batchyard.ingest.rejects import rejects_path, rejects_size, write_rejects
-from batchyard.ingest.spool import inspect_source, remove_spool, spool_dir, spool_source
+from batchyard.ingest.spool import (
+    SourcePlan,
+    inspect_source,
+    iter_spool,
+    remove_spool,
+    spool_dir,
+    spool_source,
+)
 from batchyard.ingest.summary import batch_row, describe_failed_chunk, failed_chunk_cause, read_batch
 from batchyard.quality.store import ensure_profiles, forget_profiles
 from batchyard.readers import SourceOptions
@@ -153,34 +160,65 @@ def open_batch(job: ImportJob, chunk_size: ChunkSize, options: SourceOptions | N
 
 def plan_batch(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
                ) -> tuple[list[ChunkRef], int, list[str]]:
-    """Spool the source into chunks and record the boundaries in the ledger.
+    """The whole plan at once (see `iter_plan`): the chunks still to load, the record count
+    and warnings."""
+    result = SourcePlan([], [], 0)
+    todo = list(iter_plan(job, options, chunk_size, result))
+    return todo, result.total, result.warnings
 
-    A resumed batch re-reads the source and must find the same boundaries it recorded (raises
-    BatchStateError if not). Returns the chunks still to load, the record count and warnings."""
+
+def iter_plan(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
+              result: SourcePlan) -> Iterator[ChunkRef]:
+    """Spool the source into chunks, record their boundaries in the ledger and yield the
+    chunks still to load; `result` holds the record count and warnings once it ends.
+
+    A batch with no recorded chunks yields each chunk as soon as the spool has cut and the
+    ledger recorded it, so that loading overlaps reading. A resumed batch re-reads the source
+    first and must find the boundaries it recorded (all of them, or the first ones of a
+    spool that was interrupted), so that none of its chunks loads from a source that changed
+    (raises BatchStateError if not)."""
     plan = load_schema(job.schema_name)
     sizes = get_settings().auto_chunk_sizes
     with session(job.db) as connection:
-        recorded = ledger.planned_chunks(connection, job.batch_id)
-    source_plan = None if recorded else early_spool.take(job, options, chunk_size)
-    if source_plan is None:
-        early_spool.discard(job.batch_id)
-        source_plan = spool_source(job.source, options, plan, spool_dir(job.batch_id),
-                                   _replayed(recorded, chunk_sizes(chunk_size, sizes)))
+        recorded = [dict(c) for c in ledger.planned_chunks(connection, job.batch_id)]
+        complete = ledger.plan_complete(connection, job.batch_id)
     if recorded:
-        got = [(c.first_row, c.n_rows) for c in source_plan.chunks]
-        want = [(c["first_row"], c["n_rows"]) for c in recorded]
-        if got != want:
-            raise BatchStateError(
-                f"batch {job.batch_id}: the source no longer matches the recorded chunks "
-                f"({len(want)} recorded, {len(got)} now); start a new batch or pass --fresh"
-            )
+        early_spool.discard(job.batch_id)
+        yield from _resumed_plan(job, options, plan, chunk_size, recorded, complete, result)
+    else:
+        cut = early_spool.take(job, options, chunk_size, result)
+        if cut is None:
+            cut = iter_spool(job.source, options, plan, spool_dir(job.batch_id),
+                             chunk_sizes(chunk_size, sizes), result)
+        read = 0
+        for ref in cut:
+            read += ref.n_rows
+            with session(job.db, write=True) as connection:
+                ledger.record_chunk(connection, job.batch_id, ref, read)
+            yield ref
     with session(job.db, write=True) as connection:
-        ledger.record_plan(connection, job.batch_id, source_plan.total, source_plan.chunks,
+        ledger.record_plan(connection, job.batch_id, result.total, result.chunks,
                            recorded_size(chunk_size, sizes))
-        done = ledger.committed_chunks(connection, job.batch_id)
-    todo = [c for c in source_plan.chunks if c.index not in done]
     pause_point("spooled")
-    return todo, source_plan.total, source_plan.warnings
+
+
+def _resumed_plan(job: ImportJob, options: SourceOptions, plan, chunk_size: ChunkSize,
+                  recorded: list[dict], complete: bool, result: SourcePlan) -> list[ChunkRef]:
+    sizes = chunk_sizes(chunk_size, get_settings().auto_chunk_sizes)
+    spooled = spool_source(job.source, options, plan, spool_dir(job.batch_id),
+                           _replayed(recorded, sizes))
+    for name in ("columns", "chunks", "total", "extra_columns", "warnings"):
+        setattr(result, name, getattr(spooled, name))
+    got = [(c.first_row, c.n_rows) for c in spooled.chunks]
+    want = [(c["first_row"], c["n_rows"]) for c in recorded]
+    if got != want and (complete or got[:len(want)] != want):
+        raise BatchStateError(
+            f"batch {job.batch_id}: the source no longer matches the recorded chunks "
+            f"({len(want)} recorded, {len(got)} now); start a new batch or pass --fresh"
+        )
+    with session(job.db) as connection:
+        done = ledger.committed_chunks(connection, job.batch_id)
+    return [c for c in spooled.chunks if c.index not in done]
 
 
 def _replayed(recorded: list[dict], then: Iterator[int]) -> Iterator[int]:

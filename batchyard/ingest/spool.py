@@ -110,16 +110,24 @@ def iter_spool(path: str | Path, options: SourceOptions, plan: SchemaPlan, direc
                chunk_sizes: Iterator[int], result: SourcePlan) -> Iterator[ChunkRef]:
     """Read the source once into chunk files under `directory` (emptied first), yielding each
     chunk as soon as it is written, so loading can start while the rest is still being read.
-    `result` is filled in as it goes (total and warnings are final once the iterator ends)."""
+    `result` is filled in as it goes (total and warnings are final once the iterator ends).
+
+    The file is checked unchanged after each chunk is cut, before it is yielded: the chunks
+    handed out all come from one version of it, and a change is reported with how many of
+    its records were handed out before it."""
     before = file_identity(path)
     source = inspect_source(path, options, plan)
     result.columns, result.extra_columns = list(source.mapping), source.extra
     result.warnings = [extra_warning(source.extra)] if source.extra else []
+    handed_out = 0
     try:
-        yield from _spool(source.reader.records(source.mapping, source.header), plan.field_names,
-                          directory, chunk_sizes, result)
+        for ref in _spool(source.reader.records(source.mapping, source.header), plan.field_names,
+                          directory, chunk_sizes, result):
+            _check_unchanged(path, before, handed_out)
+            yield ref
+            handed_out += ref.n_rows
     except (SourceError, OSError, pa.ArrowException) as exc:
-        _check_unchanged(path, before)
+        _check_unchanged(path, before, handed_out)
         if no_space(exc):
             shutil.rmtree(directory, ignore_errors=True)  # give the room back at once
             raise no_space_error(
@@ -127,7 +135,7 @@ def iter_spool(path: str | Path, options: SourceOptions, plan: SchemaPlan, direc
                 int(Path(path).stat().st_size * 1.2),
                 "free some space or set BATCHYARD_WORK_DIR, then resume the batch") from None
         raise
-    _check_unchanged(path, before)
+    _check_unchanged(path, before, handed_out)
 
 
 def extra_warning(extra: list[str], shown: int = 20) -> str:
@@ -144,15 +152,22 @@ def file_identity(path: str | Path) -> tuple[int, int, int] | None:
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-def _check_unchanged(path: str | Path, before: tuple[int, int, int] | None) -> None:
+def _check_unchanged(path: str | Path, before: tuple[int, int, int] | None,
+                     handed_out: int = 0) -> None:
     """A source written to (appended to, truncated, replaced) while it was read gives records
-    of no one version of it: refuse it rather than load a mix."""
+    of no one version of it: refuse it rather than load a mix. `handed_out` records, read
+    before the change, were already given to the load."""
     after = file_identity(path)
     if after != before:
         sizes = (f" (size {before[1]:,} -> {after[1]:,} bytes)" if before and after
                  and before[1] != after[1] else "")
-        raise SourceError(f"{path}: the file changed while it was read{sizes}; nothing was "
-                          "loaded from it: import it again once it is complete")
+        if not handed_out:
+            raise SourceError(f"{path}: the file changed while it was read{sizes}; nothing was "
+                              "loaded from it: import it again once it is complete")
+        raise SourceError(f"{path}: the file changed while it was read{sizes}; only its first "
+                          f"{handed_out:,} records, read before the change, were given to the "
+                          "load: resume the batch once the file is complete, or import it "
+                          "again with --fresh")
 
 
 def spool_tables(tables: Iterable[pa.Table], fields: list[str], directory: Path,

@@ -257,3 +257,42 @@ def test_auto_chunk_sizes_are_recorded_and_replayed_on_resume(tmp_path, sqlite_u
     assert rows(sqlite_url, "select n_rows from batchyard_chunks where batch_id='auto-1' "
                             "order by chunk_index") == [(70,), (400,), (150,), (70,), (310,)]
     assert rows(sqlite_url, "select chunk_size from batchyard_batches") == [(150,)]
+
+
+def test_a_file_appended_to_while_its_first_chunks_load_fails_the_run_and_resumes(
+        tmp_path, sqlite_url, monkeypatch):
+    """Chunks load while the spool reads on: the spool is held before its third chunk until
+    the first two have committed, then the file grows. The run ends Failed with the two
+    chunks kept and the message saying how many records were given to the load; once the
+    file is complete, the resume finds the recorded chunks unchanged and loads the rest."""
+    source = write_users(tmp_path / "users.csv", 300, bad=False)
+    marker = tmp_path / "third-chunk-cut"
+    monkeypatch.setenv("BATCHYARD_PAUSE_AT", "chunk-spooled[2]:1")
+    monkeypatch.setenv("BATCHYARD_PAUSE_FILE", str(marker))
+    faults._hits.clear()
+
+    def append_once_two_chunks_committed():
+        deadline = time.time() + 60
+        while time.time() < deadline and not (marker.exists() and rows(
+                sqlite_url, "select count(*) from batchyard_chunks "
+                            "where status = 'committed'") == [(2,)]):
+            time.sleep(0.02)
+        with source.open("a") as handle:
+            handle.write("301,late@example.com,L,30,DE,2020-01-31,1\n")
+        marker.unlink()
+
+    writer = threading.Thread(target=append_once_two_chunks_committed)
+    writer.start()
+    first, state = run_to_end(batch_import, str(source), db=sqlite_url, chunk_size=100,
+                              max_parallel=2, batch_id="grown")
+    writer.join(60)
+    assert state.is_failed() and recorded_state(state).is_failed()
+    batch = rows(sqlite_url, "select status, error from batchyard_batches")
+    assert batch[0][0] == "failed" and batch[0][1].endswith(
+        "; only its first 200 records, read before the change, were given to the load: "
+        "resume the batch once the file is complete, or import it again with --fresh")
+    assert rows(sqlite_url, "select count(*) from users") == [(200,)]
+    monkeypatch.delenv("BATCHYARD_PAUSE_AT")
+    resumed = batch_import(str(source), db=sqlite_url, chunk_size=100, batch_id="grown")
+    assert (resumed["status"], resumed["total"], resumed["success"]) == ("completed", 301, 301)
+    assert rows(sqlite_url, "select count(*), count(distinct id) from users") == [(301, 301)]

@@ -22,7 +22,7 @@ def test_the_plan_takes_the_early_spool_and_does_not_read_the_file_again(tmp_pat
     job, options = _job(tmp_path, sqlite_url), SourceOptions()
     early_spool.start(job, options, 10)
     open_batch(job, 10, options)
-    early_spool._started[job.batch_id][0].result(timeout=60)  # spooled
+    assert early_spool._started[job.batch_id].done.wait(60)  # spooled
     (tmp_path / "users.csv").unlink()  # a second read would now fail
     chunks, total, _ = plan_batch(job, options, 10)
     assert total == 25 and [(c.first_row, c.n_rows) for c in chunks] == [(1, 10), (11, 10), (21, 5)]

@@ -1,0 +1,114 @@
+"""A new batch's plan, streamed: each chunk recorded in the ledger and handed to the load as the
+spool cuts it; an interrupted plan resumed from the chunks it recorded; a file that changes
+after chunks were handed out refused, saying how many."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchyard.demo import expected_counts, write_users
+from batchyard.engines import session
+from batchyard.errors import BatchStateError, SourceError
+from batchyard.ingest import ledger
+from batchyard.ingest.chunk import process_chunk
+from batchyard.ingest.job import resolve_job
+from batchyard.ingest.lifecycle import close_batch, iter_plan, open_batch, plan_batch
+from batchyard.ingest.spool import SourcePlan
+from batchyard.ingest.summary import summary
+from batchyard.readers import SourceOptions
+
+
+def _job(tmp_path, db_url, rows: int = 25, batch_id: str = "streamed"):
+    source = write_users(tmp_path / "users.csv", rows)
+    job = resolve_job(str(source), "users", db_url, None, batch_id)
+    open_batch(job, 10, SourceOptions())
+    return job
+
+
+def _ledger(job) -> tuple[list[tuple], dict]:
+    with session(job.db) as connection:
+        chunk_rows = [(c["chunk_index"], c["first_row"], c["n_rows"], c["status"])
+                      for c in ledger.planned_chunks(connection, job.batch_id)]
+        batch = ledger.get_batch(connection, job.batch_id)
+    return chunk_rows, {k: batch[k] for k in ("total", "chunks", "stage")}
+
+
+def test_each_chunk_is_recorded_and_handed_out_before_the_next_is_read(tmp_path, db_url):
+    job = _job(tmp_path, db_url)
+    result = SourcePlan([], [], 0)
+    plan = iter_plan(job, SourceOptions(), 10, result)
+    first = next(plan)
+    assert (first.index, first.first_row, first.n_rows) == (0, 1, 10)
+    assert _ledger(job) == ([(0, 1, 10, "pending")], {"total": 10, "chunks": None, "stage": "spooling"})
+    process_chunk(job, first)  # loads while the rest is still unread
+    rest = list(plan)
+    assert [(c.index, c.first_row, c.n_rows) for c in rest] == [(1, 11, 10), (2, 21, 5)]
+    assert result.total == 25
+    assert _ledger(job) == ([(0, 1, 10, "committed"), (1, 11, 10, "pending"), (2, 21, 5, "pending")],
+                            {"total": 25, "chunks": 3, "stage": "loading"})
+    for ref in rest:
+        process_chunk(job, ref)
+    final = summary(close_batch(job))
+    assert {k: final[k] for k in expected_counts(25)} == expected_counts(25)
+
+
+def test_a_plan_interrupted_after_two_chunks_is_resumed_from_them(tmp_path, db_url):
+    job = _job(tmp_path, db_url)
+    plan = iter_plan(job, SourceOptions(), 10, SourcePlan([], [], 0))
+    first, _ = next(plan), next(plan)
+    process_chunk(job, first)
+    plan.close()  # a stop (or a crash) while the spool was still reading
+    assert _ledger(job) == ([(0, 1, 10, "committed"), (1, 11, 10, "pending")],
+                            {"total": 20, "chunks": None, "stage": "spooling"})
+    close_batch(job, cancelled=True)
+    open_batch(job, 10, SourceOptions())  # the resume
+    todo, total, _ = plan_batch(job, SourceOptions(), 10)
+    assert total == 25 and [(c.index, c.first_row, c.n_rows) for c in todo] == [(1, 11, 10), (2, 21, 5)]
+    assert _ledger(job)[1] == {"total": 25, "chunks": 3, "stage": "loading"}
+    for ref in todo:
+        process_chunk(job, ref)
+    final = summary(close_batch(job))
+    assert final["status"] == "completed"
+    assert {k: final[k] for k in expected_counts(25)} == expected_counts(25)
+
+
+@pytest.mark.parametrize("interrupted, rows, accepted", [
+    (True, 40, True),  # the file grew after the interruption: the recorded chunks still match
+    (False, 40, False),  # a complete plan must match as a whole
+    (True, 15, False),  # the file shrank below the recorded chunks
+])
+def test_a_resumed_plan_must_match_the_chunks_it_recorded(tmp_path, db_url, interrupted, rows,
+                                                          accepted):
+    job = _job(tmp_path, db_url)
+    if interrupted:
+        plan = iter_plan(job, SourceOptions(), 10, SourcePlan([], [], 0))
+        next(plan), next(plan)
+        plan.close()
+    else:
+        plan_batch(job, SourceOptions(), 10)
+    close_batch(job, cancelled=True)
+    write_users(tmp_path / "users.csv", rows)
+    open_batch(job, 10, SourceOptions())
+    if accepted:
+        todo, total, _ = plan_batch(job, SourceOptions(), 10)
+        assert total == rows and [c.index for c in todo] == [0, 1, 2, 3]
+    else:
+        with pytest.raises(BatchStateError, match="the source no longer matches the recorded chunks"):
+            plan_batch(job, SourceOptions(), 10)
+
+
+def test_a_file_that_changes_after_chunks_were_handed_out_says_how_many(tmp_path, sqlite_url):
+    job = _job(tmp_path, sqlite_url, rows=30)
+    plan = iter_plan(job, SourceOptions(), 10, SourcePlan([], [], 0))
+    next(plan), next(plan)
+    with open(job.source, "a") as handle:
+        handle.write("999,late@example.com,L,30,DE,2020-01-31,1\n")
+    with pytest.raises(SourceError) as caught:
+        list(plan)
+    assert str(caught.value) == (
+        f"{job.source}: the file changed while it was read (size "
+        f"{(tmp_path / 'users.csv').stat().st_size - 42:,} -> "
+        f"{(tmp_path / 'users.csv').stat().st_size:,} bytes); only its first 20 records, read "
+        "before the change, were given to the load: resume the batch once the file is complete, "
+        "or import it again with --fresh")
+    assert _ledger(job)[0] == [(0, 1, 10, "pending"), (1, 11, 10, "pending")]  # the third never was
