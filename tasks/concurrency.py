@@ -60,7 +60,7 @@ def submit_bounded(task: Task, items: Iterable[T], max_parallel: int, item_name:
                 refill()
             elif kind is _END:
                 feed.ended, failure = True, value
-                if failure is not None:  # its chunks are recorded: a resume loads them
+                if failure is not None:  # items read but not started are left for the caller's resume
                     pending.clear()
                 refill()
             elif value in inflight:

@@ -158,3 +158,36 @@ def recorded_state(state):
             return (await client.read_flow_run(state.state_details.flow_run_id)).state
 
     return asyncio.run(fetch())
+
+
+class FlakyPostgres:
+    """A PostgreSQL login role the test can cut off (every session of it ended, new ones
+    refused) and let back in: a database that is unavailable for a while, for real."""
+
+    ROLE = "batchyard_flaky"
+
+    def __init__(self, postgres_url: str):
+        import sqlalchemy as sa
+
+        from batchyard.engines import normalise_url
+
+        self.admin = sa.create_engine(normalise_url(postgres_url), isolation_level="AUTOCOMMIT")
+        self._sql(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{self.ROLE}') "
+            f"THEN CREATE ROLE {self.ROLE} LOGIN; END IF; END $$",
+            f"ALTER ROLE {self.ROLE} CONNECTION LIMIT -1",
+            f"GRANT ALL ON SCHEMA public TO {self.ROLE}",
+            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {self.ROLE}")
+        self.url = normalise_url(postgres_url).set(username=self.ROLE).render_as_string(False)
+
+    def _sql(self, *statements: str) -> None:
+        with self.admin.connect() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+
+    def cut(self) -> None:
+        self._sql(f"ALTER ROLE {self.ROLE} CONNECTION LIMIT 0",
+                  f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{self.ROLE}'")
+
+    def restore(self) -> None:
+        self._sql(f"ALTER ROLE {self.ROLE} CONNECTION LIMIT -1")

@@ -8,8 +8,10 @@ start is an attempt in the ledger, with its own start, end and seconds.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -17,7 +19,13 @@ from pydantic import ValidationError
 from batchyard.chunks import ChunkRef
 from batchyard.diskspace import no_space, no_space_error
 from batchyard.engines import check_connection, safe_url, session
-from batchyard.errors import PROCESSING_ERROR, BatchStateError, ConfigurationError, RunNotCompleted
+from batchyard.errors import (
+    PROCESSING_ERROR,
+    BatchStateError,
+    ConfigurationError,
+    RunNotCompleted,
+    is_retryable,
+)
 from batchyard.faults import pause_point
 from batchyard.identifiers import check_identifier
 from batchyard.ingest import early_spool, ledger
@@ -40,6 +48,8 @@ from batchyard.readers import SourceOptions
 from batchyard.schemas import load_schema
 from batchyard.settings import get_settings
 from batchyard.sizing import ChunkSize, chunk_sizes, recorded_size
+
+_log = logging.getLogger(__name__)
 
 
 def check_startable(batch: dict | None, fresh: bool) -> None:
@@ -179,9 +189,12 @@ def iter_plan(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
     (raises BatchStateError if not)."""
     plan = load_schema(job.schema_name)
     sizes = get_settings().auto_chunk_sizes
-    with session(job.db) as connection:
-        recorded = [dict(c) for c in ledger.planned_chunks(connection, job.batch_id)]
-        complete = ledger.plan_complete(connection, job.batch_id)
+
+    def read_recorded(connection) -> tuple[list[dict], bool]:
+        return ([dict(c) for c in ledger.planned_chunks(connection, job.batch_id)],
+                ledger.plan_complete(connection, job.batch_id))
+
+    recorded, complete = _patiently(job.db, read_recorded)
     if recorded:
         early_spool.discard(job.batch_id)
         yield from _resumed_plan(job, options, plan, chunk_size, recorded, complete, result)
@@ -193,13 +206,32 @@ def iter_plan(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
         read = 0
         for ref in cut:
             read += ref.n_rows
-            with session(job.db, write=True) as connection:
-                ledger.record_chunk(connection, job.batch_id, ref, read)
+            _patiently(job.db, lambda c, ref=ref, read=read: ledger.record_chunk(
+                c, job.batch_id, ref, read), write=True)
             yield ref
-    with session(job.db, write=True) as connection:
-        ledger.record_plan(connection, job.batch_id, result.total, result.chunks,
-                           recorded_size(chunk_size, sizes))
+    _patiently(job.db, lambda c: ledger.record_plan(
+        c, job.batch_id, result.total, result.chunks, recorded_size(chunk_size, sizes)), write=True)
     pause_point("spooled")
+
+
+def _patiently(db: str, step: Callable, write: bool = False):
+    """Run `step(connection)` in its own session, again after a transient fault (as often and
+    after as long as a chunk is retried). The plan hands out chunks while it records them, so its
+    task cannot simply run again: the chunks it handed out would be handed out twice."""
+    settings = get_settings()
+    delays = [min(d, 10.0) for d in settings.retry_delays] or [1.0]
+    for attempt in range(settings.chunk_retries + 1):
+        try:
+            with session(db, write=write) as connection:
+                return step(connection)
+        except Exception as exc:
+            if attempt == settings.chunk_retries or not is_retryable(exc):
+                raise
+            delay = delays[min(attempt, len(delays) - 1)]
+            _log.warning("ledger write of the plan failed (%s), again in %g s",
+                         str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                         delay)
+            time.sleep(delay)
 
 
 def _resumed_plan(job: ImportJob, options: SourceOptions, plan, chunk_size: ChunkSize,

@@ -13,9 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from batchyard.demo import expected_counts, write_users
-from batchyard.engines import normalise_url
 from flows.batch_import import batch_import
-from tests.helpers import rows
+from tests.helpers import FlakyPostgres, rows
 
 HOLD_LOCK = """
 import sqlite3, sys, time
@@ -85,15 +84,8 @@ def test_sqlite_locked_by_another_process_for_a_while(tmp_path, patient_retries,
 @pytest.mark.postgres
 def test_postgres_refusing_and_dropping_connections_for_a_while(tmp_path, postgres_url,
                                                                  patient_retries, unique_table):
-    admin = sa.create_engine(normalise_url(postgres_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'batchyard_flaky') "
-            "THEN CREATE ROLE batchyard_flaky LOGIN; END IF; END $$")
-        connection.exec_driver_sql("ALTER ROLE batchyard_flaky CONNECTION LIMIT -1")
-        connection.exec_driver_sql("GRANT ALL ON SCHEMA public TO batchyard_flaky")
-        connection.exec_driver_sql("GRANT ALL ON ALL TABLES IN SCHEMA public TO batchyard_flaky")
-    url = normalise_url(postgres_url).set(username="batchyard_flaky").render_as_string(False)
+    flaky = FlakyPostgres(postgres_url)
+    admin = flaky.admin
     source = write_users(tmp_path / "users.csv", 2_000)
 
     def committed_here() -> int:
@@ -105,17 +97,8 @@ def test_postgres_refusing_and_dropping_connections_for_a_while(tmp_path, postgr
                 f"and batch_id in (select batch_id from batchyard_batches "
                 f"where target_table = '{unique_table}')").scalar()
 
-    def cut() -> None:
-        with admin.connect() as connection:
-            connection.exec_driver_sql("ALTER ROLE batchyard_flaky CONNECTION LIMIT 0")
-            connection.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                       "WHERE usename = 'batchyard_flaky'")
-
-    def restore() -> None:
-        with admin.connect() as connection:
-            connection.exec_driver_sql("ALTER ROLE batchyard_flaky CONNECTION LIMIT -1")
-
-    summary = import_through_an_outage(source, url, committed_here, cut, restore, table=unique_table)
+    summary = import_through_an_outage(source, flaky.url, committed_here, flaky.cut, flaky.restore,
+                                       table=unique_table)
     want = expected_counts(2_000)
     assert {k: summary[k] for k in want} == want
     assert summary["status"] == "completed"

@@ -4,7 +4,10 @@ after chunks were handed out refused, saying how many."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+import sqlalchemy as sa
 
 from batchyard.demo import expected_counts, write_users
 from batchyard.engines import session
@@ -16,6 +19,8 @@ from batchyard.ingest.lifecycle import close_batch, iter_plan, open_batch, plan_
 from batchyard.ingest.spool import SourcePlan
 from batchyard.ingest.summary import summary
 from batchyard.readers import SourceOptions
+from tests.conftest import fresh_postgres_database
+from tests.helpers import FlakyPostgres
 
 
 def _job(tmp_path, db_url, rows: int = 25, batch_id: str = "streamed"):
@@ -112,3 +117,34 @@ def test_a_file_that_changes_after_chunks_were_handed_out_says_how_many(tmp_path
         "before the change, were given to the load: resume the batch once the file is complete, "
         "or import it again with --fresh")
     assert _ledger(job)[0] == [(0, 1, 10, "pending"), (1, 11, 10, "pending")]  # the third never was
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("retries, back_after, recorded", [
+    (6, 1.0, 3),  # the database is back within the retries: every chunk recorded once
+    (1, None, 1),  # it stays away: the fault is raised, the chunk handed out stays recorded
+])
+def test_the_plan_records_its_chunks_through_a_dropped_connection(
+        tmp_path, postgres_url, monkeypatch, caplog, retries, back_after, recorded):
+    """The plan's task cannot run again once it has handed chunks out, so its own ledger
+    writes retry a transient fault."""
+    monkeypatch.setenv("BATCHYARD_CHUNK_RETRIES", str(retries))
+    monkeypatch.setenv("BATCHYARD_RETRY_DELAYS", "[0.3, 0.3, 0.5, 0.5, 1, 1]")
+    for database in fresh_postgres_database(postgres_url):
+        flaky = FlakyPostgres(database)
+        job = _job(tmp_path, flaky.url)
+        plan = iter_plan(job, SourceOptions(), 10, SourcePlan([], [], 0))
+        assert next(plan).index == 0
+        flaky.cut()
+        if back_after is not None:
+            threading.Timer(back_after, flaky.restore).start()
+            assert [c.index for c in plan] == [1, 2]
+        else:
+            with pytest.raises(sa.exc.OperationalError):
+                list(plan)
+            flaky.restore()
+        assert "ledger write of the plan failed" in caplog.text
+        with session(database) as connection:
+            chunks = ledger.planned_chunks(connection, job.batch_id)
+            assert [c["chunk_index"] for c in chunks] == list(range(recorded))
+        flaky.admin.dispose()
