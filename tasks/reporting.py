@@ -21,7 +21,7 @@ from batchyard.chunks import ChunkRef
 from batchyard.engines import session
 from batchyard.ingest.job import ChunkResult, ImportJob
 from batchyard.ingest.pace import eta_seconds, rows_per_second
-from batchyard.ingest.summary import failure_reasons, sample_records
+from batchyard.ingest.summary import failure_reasons, records_of, sample_records
 from batchyard.quality.report import batch_profile, render_profile
 from tasks.policies import REPORTING
 
@@ -55,6 +55,12 @@ class BatchProgress:
         self._shown = None
         self._loading_since, self._processed_before = time.monotonic(), self.processed
         self._read_all = False
+        self.partial_total = already.get("chunks") is None
+        """Whether `total` is only the records read so far (the source is still being read, or
+        the batch ended before it was read to its end); a resumed batch whose plan was complete
+        knows its total from the start."""
+        if not self.partial_total:
+            self.total = already.get("total") or 0
 
     def publish(self) -> None:
         """Create the progress artifact (once): called when the first chunks are under way, so
@@ -81,7 +87,7 @@ class BatchProgress:
     def description(self) -> str:
         in_chunks = (f"; {self.chunk_failed:,} of them in chunks that failed as a whole"
                      if self.chunk_failed else "")
-        read = " read so far" if self.stage == "spooling" else ""
+        read = " read so far" if self.partial_total else ""
         return (f"Batch {self.job.batch_id}: {self.processed:,} of {self.total:,} records{read} "
                 f"({self.success:,} loaded, {self.failed:,} failed, {self.ignored:,} ignored"
                 f"{in_chunks}); stage: {self.stage}{self.pace}")
@@ -100,14 +106,15 @@ class BatchProgress:
         """The chunks as the spool cuts them, counted: until the source is read, the total
         is the records read so far."""
         for ref in chunks:
-            self.total += ref.n_rows
+            if self.partial_total:  # a resume hands out only the chunks still to load
+                self.total = max(self.total, ref.first_row + ref.n_rows - 1)
             yield ref
         self._read_all = True
 
     def planned(self, total: int) -> None:
         """The source is read: `total` records to load."""
         if self.stage == "spooling":
-            self.total, self.stage = total, "loading"
+            self.total, self.stage, self.partial_total = total, "loading", False
             self._show(final=True)
 
     def _show(self, final: bool = False) -> None:
@@ -137,7 +144,8 @@ class BatchProgress:
 
     def closed(self, summary: dict) -> None:
         """How the batch finished (a stopped batch ends short of 100 %)."""
-        self.stage = summary["status"]
+        self.stage, self.total = summary["status"], summary["total"]
+        self.partial_total = not summary.get("source_read", True)
         self.success, self.failed, self.ignored = (summary[k] for k in ("success", "failed", "ignored"))
         self.chunk_failed = sum(c["records"] for c in summary.get("failed_chunks", []))
         self._show(final=True)
@@ -165,7 +173,7 @@ def publish_summary(job: ImportJob, summary: dict) -> None:
         profile = batch_profile(connection, job.batch_id)
     lines = [f"# Batch {job.batch_id}: {summary['status']}", "",
              f"{summary['success']:,} loaded into `{job.table}`, {summary['failed']:,} failed, "
-             f"{summary['ignored']:,} ignored, of {summary['total']:,} records.", ""]
+             f"{summary['ignored']:,} ignored, of {records_of(summary)}.", ""]
     if summary.get("error"):
         lines += [f"**Error:** {summary['error']}", ""]
     lines += [f"**Warning:** {warning}" for warning in summary.get("warnings") or []]

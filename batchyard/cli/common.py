@@ -229,7 +229,8 @@ def print_summary(summary: dict, as_json: bool) -> None:
     stage = f" ({summary['stage']})" if summary.get("stage") and summary["status"] == "running" else ""
     typer.echo(f"batch {summary['batch_id']}: {summary['status']}{stage}")
     typer.echo(
-        f"  total {summary['total']:,}  success {summary['success']:,}  "
+        f"  total {summary['total']:,}{'' if summary.get('source_read', True) else ' (read so far)'}"
+        f"  success {summary['success']:,}  "
         f"failed {summary['failed']:,}  ignored {summary['ignored']:,}  "
         f"({summary['progress_percent']}% done)"
     )

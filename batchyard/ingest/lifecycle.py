@@ -42,7 +42,13 @@ from batchyard.ingest.spool import (
     spool_dir,
     spool_source,
 )
-from batchyard.ingest.summary import batch_row, describe_failed_chunk, failed_chunk_cause, read_batch
+from batchyard.ingest.summary import (
+    batch_row,
+    describe_failed_chunk,
+    failed_chunk_cause,
+    read_batch,
+    records_of,
+)
 from batchyard.quality.store import ensure_profiles, forget_profiles
 from batchyard.readers import SourceOptions
 from batchyard.schemas import load_schema
@@ -194,10 +200,18 @@ def iter_plan(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
         return ([dict(c) for c in ledger.planned_chunks(connection, job.batch_id)],
                 ledger.plan_complete(connection, job.batch_id))
 
+    def record_plan() -> None:
+        _patiently(job.db, lambda c: ledger.record_plan(
+            c, job.batch_id, result.total, result.chunks, recorded_size(chunk_size, sizes)),
+            write=True)
+        pause_point("spooled")
+
     recorded, complete = _patiently(job.db, read_recorded)
-    if recorded:
+    if recorded:  # new chunks recorded before any is handed out: a chunk loads once recorded
         early_spool.discard(job.batch_id)
-        yield from _resumed_plan(job, options, plan, chunk_size, recorded, complete, result)
+        todo = _resumed_plan(job, options, plan, chunk_size, recorded, complete, result)
+        record_plan()
+        yield from todo
     else:
         cut = early_spool.take(job, options, chunk_size, result)
         if cut is None:
@@ -209,9 +223,7 @@ def iter_plan(job: ImportJob, options: SourceOptions, chunk_size: ChunkSize,
             _patiently(job.db, lambda c, ref=ref, read=read: ledger.record_chunk(
                 c, job.batch_id, ref, read), write=True)
             yield ref
-    _patiently(job.db, lambda c: ledger.record_plan(
-        c, job.batch_id, result.total, result.chunks, recorded_size(chunk_size, sizes)), write=True)
-    pause_point("spooled")
+        record_plan()
 
 
 def _patiently(db: str, step: Callable, write: bool = False):
@@ -372,10 +384,11 @@ def not_completed(summary: dict, db: str) -> RunNotCompleted | None:
     if summary["status"] == "completed":
         return None
     done = summary["success"] + summary["failed"] + summary["ignored"]
-    counts = (f"{summary['success']:,} of {summary['total']:,} records loaded, "
+    of = records_of(summary) if summary.get("source_read", True) else f"the {records_of(summary)}"
+    counts = (f"{summary['success']:,} of {of} loaded, "
               f"{summary['failed']:,} failed, {summary['ignored']:,} ignored")
     if summary["status"] == "cancelled":
-        counts = (f"(stopped on request) after {done:,} of {summary['total']:,} records: "
+        counts = (f"(stopped on request) after {done:,} of {records_of(summary)}: "
                   f"{summary['success']:,} loaded, {summary['failed']:,} failed, "
                   f"{summary['ignored']:,} ignored")
     why = f"; {summary['error']}" if summary.get("error") else ""

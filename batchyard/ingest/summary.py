@@ -63,6 +63,7 @@ def summary(batch: dict) -> dict:
         "schema": batch["schema_name"],
         "table": batch["target_table"],
         "total": batch["total"] or 0,
+        "source_read": batch.get("chunks") is not None,
         "success": batch["success"],
         "failed": batch["failed"],
         "ignored": batch["ignored"],
@@ -76,6 +77,13 @@ def summary(batch: dict) -> dict:
         "stale": batch["status"] == "running" and not _alive(batch),
         "warnings": warnings(batch),
     }
+
+
+def records_of(summary: dict) -> str:
+    """`2,000 records`, or `900 records read so far` for a batch that ended before its source
+    was read to the end (a stop while it was still being read): its total is not the file's."""
+    read = "" if summary.get("source_read", True) else " read so far"
+    return f"{summary['total']:,} records{read}"
 
 
 def warnings(batch: dict) -> list[str]:

@@ -106,3 +106,59 @@ def handed(n: int, fail: bool) -> tuple[list, str | None]:
 ])
 def test_a_handoff_carries_a_tasks_items_and_its_error(n, fail, expected):
     assert handed(n, fail) == expected
+
+
+gate = threading.Event()
+
+
+@task(cache_policy=NO_CACHE)
+def hold(item: int) -> int:
+    assert gate.wait(30)
+    return item
+
+
+@flow
+def held_fan_out(n: int) -> tuple[int, list]:
+    """Items read from the source while the one run in flight waits, then every result."""
+    gate.clear()
+    read = []
+
+    def counted():
+        for i in range(n):
+            read.append(i)
+            yield i
+
+    def release_later():
+        while len(read) < 2:
+            threading.Event().wait(0.01)
+        threading.Event().wait(0.5)  # room for a feed that ignored the bound to read on
+        seen.append(len(read))
+        gate.set()
+
+    seen: list = []
+    threading.Thread(target=release_later, daemon=True).start()
+    results = sorted(f.result() for _, f in submit_bounded(hold, counted(), 1, "item", ahead=1))
+    return seen[0], results
+
+
+def test_the_source_is_read_at_most_ahead_items_beyond_the_runs_in_flight():
+    assert held_fan_out(6) == (2, [0, 1, 2, 3, 4, 5])  # one in flight, one read ahead
+
+
+def test_a_handoffs_maker_waits_while_its_items_are_not_taken():
+    cut, made = Handoff(ahead=2), []
+
+    def items():
+        for i in range(10):
+            made.append(i)
+            yield i
+
+    maker = threading.Thread(target=cut.fill, args=(items(),), daemon=True)
+    maker.start()
+    while len(made) < 3:
+        threading.Event().wait(0.01)
+    threading.Event().wait(0.5)
+    assert len(made) == 3  # two waiting in the handoff, the third waiting for room
+    assert list(cut) == list(range(10))
+    maker.join(10)
+    assert not maker.is_alive()

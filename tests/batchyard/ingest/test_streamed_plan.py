@@ -67,11 +67,13 @@ def test_a_plan_interrupted_after_two_chunks_is_resumed_from_them(tmp_path, db_u
                             {"total": 20, "chunks": None, "stage": "spooling"})
     close_batch(job, cancelled=True)
     open_batch(job, 10, SourceOptions())  # the resume
-    todo, total, _ = plan_batch(job, SourceOptions(), 10)
-    assert total == 25 and [(c.index, c.first_row, c.n_rows) for c in todo] == [(1, 11, 10), (2, 21, 5)]
-    assert _ledger(job)[1] == {"total": 25, "chunks": 3, "stage": "loading"}
-    for ref in todo:
+    result, todo = SourcePlan([], [], 0), []
+    for ref in iter_plan(job, SourceOptions(), 10, result):
+        # each chunk handed out is in the ledger already, the new ones too, and loads now
+        assert _ledger(job)[1] == {"total": 25, "chunks": 3, "stage": "loading"}
         process_chunk(job, ref)
+        todo.append((ref.index, ref.first_row, ref.n_rows))
+    assert result.total == 25 and todo == [(1, 11, 10), (2, 21, 5)]
     final = summary(close_batch(job))
     assert final["status"] == "completed"
     assert {k: final[k] for k in expected_counts(25)} == expected_counts(25)
