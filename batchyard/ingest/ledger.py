@@ -168,10 +168,13 @@ def request_stop(connection, batch_id: str) -> bool:
 
 def record_chunk(connection, batch_id: str, ref, total: int) -> None:
     """One chunk's boundaries, recorded as the spool cuts it (before anything loads it), and
-    the records read so far as the batch's total until the plan is complete."""
-    connection.execute(chunks.insert().values(
-        batch_id=batch_id, chunk_index=ref.index, first_row=ref.first_row, n_rows=ref.n_rows,
-        status="pending", success=0, failed=0, ignored=0))
+    the records read so far as the batch's total until the plan is complete. Written again
+    after a fault (a commit whose answer was lost), it finds its row and adds none."""
+    if not connection.execute(sa.select(chunks.c.chunk_index).where(
+            chunks.c.batch_id == batch_id, chunks.c.chunk_index == ref.index)).rows:
+        connection.execute(chunks.insert().values(
+            batch_id=batch_id, chunk_index=ref.index, first_row=ref.first_row, n_rows=ref.n_rows,
+            status="pending", success=0, failed=0, ignored=0))
     connection.execute(batches.update().where(batches.c.batch_id == batch_id).values(total=total))
 
 

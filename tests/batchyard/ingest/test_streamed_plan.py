@@ -150,3 +150,15 @@ def test_the_plan_records_its_chunks_through_a_dropped_connection(
             chunks = ledger.planned_chunks(connection, job.batch_id)
             assert [c["chunk_index"] for c in chunks] == list(range(recorded))
         flaky.admin.dispose()
+
+
+def test_a_chunk_recorded_twice_is_one_row(tmp_path, db_url):
+    """The plan's writes are retried after a fault; one whose commit landed before the
+    connection dropped is written again."""
+    job = _job(tmp_path, db_url)
+    plan = iter_plan(job, SourceOptions(), 10, SourcePlan([], [], 0))
+    first = next(plan)
+    plan.close()
+    with session(job.db, write=True) as connection:
+        ledger.record_chunk(connection, job.batch_id, first, 10)
+    assert _ledger(job) == ([(0, 1, 10, "pending")], {"total": 10, "chunks": None, "stage": "spooling"})
