@@ -88,6 +88,12 @@ def _settings_class() -> type:
     return BatchyardSettings
 
 
+def chunk_retry_delays(settings: BatchyardSettings) -> tuple[float, ...]:
+    """`BATCHYARD_RETRY_DELAYS` capped at 10 s: the waits between a chunk's attempts, and
+    between those of any ledger write that must not simply fail its task."""
+    return tuple(min(d, 10.0) for d in settings.retry_delays)
+
+
 def pause_settings() -> tuple[str | None, str | None]:
     """`pause_at` and `pause_file` alone, without building the settings (0.4 ms): pause points
     sit inside chunk commits, on the writers' critical path."""

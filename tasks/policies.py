@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchyard.errors import is_retryable
-from batchyard.settings import get_settings
+from batchyard.settings import chunk_retry_delays, get_settings
 
 
 def retry_transient(task, task_run, state) -> bool:
@@ -83,7 +83,7 @@ def chunk_policy() -> RetryPolicy:
     """A chunk task: `BATCHYARD_CHUNK_RETRIES` retries, `BATCHYARD_RETRY_DELAYS` capped at 10 s,
     with jitter, within `BATCHYARD_CHUNK_TIMEOUT` seconds a run."""
     settings = get_settings()
-    return RetryPolicy(settings.chunk_retries, tuple(min(d, 10.0) for d in settings.retry_delays),
+    return RetryPolicy(settings.chunk_retries, chunk_retry_delays(settings),
                        jitter=0.5, timeout=settings.chunk_timeout)
 
 

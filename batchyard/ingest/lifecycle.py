@@ -52,7 +52,7 @@ from batchyard.ingest.summary import (
 from batchyard.quality.store import ensure_profiles, forget_profiles
 from batchyard.readers import SourceOptions
 from batchyard.schemas import load_schema
-from batchyard.settings import get_settings
+from batchyard.settings import chunk_retry_delays, get_settings
 from batchyard.sizing import ChunkSize, chunk_sizes, recorded_size
 
 _log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def _patiently(db: str, step: Callable, write: bool = False):
     after as long as a chunk is retried). The plan hands out chunks while it records them, so its
     task cannot simply run again: the chunks it handed out would be handed out twice."""
     settings = get_settings()
-    delays = [min(d, 10.0) for d in settings.retry_delays] or [1.0]
+    delays = chunk_retry_delays(settings) or (1.0,)
     for attempt in range(settings.chunk_retries + 1):
         try:
             with session(db, write=write) as connection:
@@ -240,9 +240,8 @@ def _patiently(db: str, step: Callable, write: bool = False):
             if attempt == settings.chunk_retries or not is_retryable(exc):
                 raise
             delay = delays[min(attempt, len(delays) - 1)]
-            _log.warning("ledger write of the plan failed (%s), again in %g s",
-                         str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                         delay)
+            _log.warning("the plan's ledger step failed (%s), again in %g s",
+                         (str(exc).strip().splitlines() or [type(exc).__name__])[0], delay)
             time.sleep(delay)
 
 

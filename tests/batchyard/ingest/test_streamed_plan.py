@@ -145,7 +145,7 @@ def test_the_plan_records_its_chunks_through_a_dropped_connection(
             with pytest.raises(sa.exc.OperationalError):
                 list(plan)
             flaky.restore()
-        assert "ledger write of the plan failed" in caplog.text
+        assert "the plan's ledger step failed" in caplog.text
         with session(database) as connection:
             chunks = ledger.planned_chunks(connection, job.batch_id)
             assert [c["chunk_index"] for c in chunks] == list(range(recorded))
